@@ -1,0 +1,1 @@
+"""The domain model plugins write to, and its serialisation to libvirt XML."""

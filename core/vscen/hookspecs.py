@@ -1,0 +1,59 @@
+"""Hook specifications: the whole surface a vscen plugin can implement.
+
+Every hook takes a ``register`` callback and calls it once per object it contributes, as llm
+and tox do. A plugin module implements only the hooks it needs.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("vscen")
+
+# -------------------------------------------------------------------------------------------
+# features and scenarios
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vscen_register_features(register):
+    """Register guest features.
+
+    :param register: call ``register(feature)`` with a :class:`vscen.Feature` for each
+        feature this plugin provides.
+    """
+
+
+@hookspec
+def vscen_register_scenarios(register):
+    """Register scenarios: named bundles of features and default settings.
+
+    :param register: call ``register(scenario)`` with a :class:`vscen.Scenario` for each
+        scenario this plugin provides.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# checks
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vscen_register_validators(register):
+    """Register validators of the host or of the built domain.
+
+    :param register: call ``register(validator)`` with a :class:`vscen.Validator` for each
+        check this plugin provides.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# host preparation
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vscen_register_host_actions(register):
+    """Register host actions: preparations of the host with plan, apply and undo.
+
+    :param register: call ``register(action)`` with a :class:`vscen.HostAction` for each
+        action this plugin provides.
+    """

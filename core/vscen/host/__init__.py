@@ -1,0 +1,1 @@
+"""Host facts: what the host offers, read from libvirt (and sysfs) or a recorded file."""

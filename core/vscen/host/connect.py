@@ -1,0 +1,65 @@
+"""Open the libvirt connection, or fall back to the embedded ``test:///default`` driver.
+
+The URI comes from ``--connect``, the config file, ``LIBVIRT_DEFAULT_URI``, else
+``qemu:///system``. Only when none was given explicitly and that daemon cannot be reached does
+vscen say so and use the embedded driver (no daemon needed) with its reference host profile.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from vscen.errors import LibvirtError
+
+DEFAULT_URI = "qemu:///system"
+EMBEDDED_URI = "test:///default"
+
+
+@dataclass
+class Connection:
+    uri: str
+    conn: object  # libvirt.virConnect
+    embedded: bool
+    note: str = ""
+
+    @property
+    def is_test(self) -> bool:
+        return self.uri.startswith("test:")
+
+    @property
+    def is_local(self) -> bool:
+        """A connection to this machine (no host part in the URI)."""
+        from urllib.parse import urlparse
+
+        return not urlparse(self.uri).hostname
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # closing a dropped connection is not worth an error
+            pass
+
+
+def _silence(libvirt) -> None:
+    # libvirt prints every error on stderr by default; vscen reports them itself
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+def open_connection(uri: str | None) -> Connection:
+    """Open *uri*; with no explicit URI, fall back to the embedded driver when unreachable."""
+    import libvirt
+
+    _silence(libvirt)
+    explicit = uri or os.environ.get("LIBVIRT_DEFAULT_URI")
+    target = explicit or DEFAULT_URI
+    try:
+        return Connection(target, libvirt.open(target), embedded=target.startswith("test:"))
+    except libvirt.libvirtError as exc:
+        if explicit:
+            raise LibvirtError(f"connect: cannot open '{target}': {exc.get_error_message()}") from None
+        note = (
+            f"no libvirt daemon at {target} ({exc.get_error_message()}); using the embedded "
+            f"{EMBEDDED_URI} driver with vscen's reference host"
+        )
+    return Connection(EMBEDDED_URI, libvirt.open(EMBEDDED_URI), embedded=True, note=note)

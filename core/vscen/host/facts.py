@@ -1,0 +1,229 @@
+"""Parse libvirt's capabilities and domain capabilities XML into :class:`HostFacts`.
+
+The same parser serves a live connection, a recorded file (``--host-facts``) and the
+reference profile shipped with vscen, so host-dependent logic is tested on recorded hosts.
+A recorded file is libvirt's own ``<capabilities>`` or ``<domainCapabilities>`` document, or
+a ``<hostFacts>`` document holding one of each (what ``vscen host snapshot`` writes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vscen.errors import UsageError
+
+
+@dataclass(frozen=True)
+class NumaCell:
+    id: int
+    memory_kib: int
+    cpus: tuple[int, ...]
+    #: page size (KiB) -> pages of that size in the cell (total)
+    pages: dict[int, int] = field(default_factory=dict, compare=False)
+    #: page size (KiB) -> free pages, where known (live hosts); else None
+    free_pages: dict[int, int] | None = field(default=None, compare=False)
+
+    def free(self, size_kib: int) -> int:
+        source = self.free_pages if self.free_pages is not None else self.pages
+        return source.get(size_kib, 0)
+
+
+@dataclass(frozen=True)
+class Sev:
+    cbitpos: int
+    reduced_phys_bits: int
+    max_guests: int = 0
+    max_es_guests: int = 0
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    source: str
+    arch: str = "x86_64"
+    #: "kvm" where the host offers it, else "qemu" (TCG)
+    domain_type: str = "qemu"
+    machine: str = ""
+    emulator: str = ""
+    max_vcpu: int = 0
+    cpu_vendor: str = ""
+    cpu_model: str = ""
+    host_model: str = ""
+    sockets: int = 1
+    dies: int = 1
+    cores: int = 1
+    threads: int = 1
+    cells: tuple[NumaCell, ...] = ()
+    page_sizes: tuple[int, ...] = ()
+    cpu_modes: frozenset[str] = frozenset()
+    firmware: frozenset[str] = frozenset()
+    secure_boot: frozenset[str] = frozenset()
+    #: "<device>.<enum>" -> values, e.g. "video.modelType" -> {"virtio", "qxl", ...}
+    enums: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)
+    #: devices and features that domcaps says are supported, e.g. "tpm", "sev", "iothreads"
+    supported: frozenset[str] = frozenset()
+    sev: Sev | None = None
+    tdx: bool = False
+    #: launch security types the host offers: sev, sev-es, sev-snp, tdx
+    launch_security: tuple[str, ...] = ()
+    iommu: bool = False
+    has_caps: bool = False
+    has_domcaps: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def kvm(self) -> bool:
+        return self.domain_type == "kvm"
+
+    @property
+    def cpus(self) -> int:
+        return sum(len(c.cpus) for c in self.cells) or self.sockets * self.dies * self.cores * self.threads
+
+    def offers(self, enum: str, value: str) -> bool:
+        """Whether domcaps lists *value* for *enum* ("video.modelType"); unknown is True."""
+        values = self.enums.get(enum)
+        return True if values is None else value in values
+
+
+def _int(text, default=0) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def _cpulist(cell) -> tuple[int, ...]:
+    return tuple(sorted(_int(c.get("id")) for c in cell.iterfind("cpus/cpu")))
+
+
+def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
+          free_pages: dict[int, dict[int, int]] | None = None) -> HostFacts:
+    """Facts from libvirt's capabilities and domain capabilities (either may be missing)."""
+    from lxml import etree
+
+    kw: dict = {"source": source}
+    enums: dict[str, frozenset[str]] = {}
+    supported: set[str] = set()
+    if caps_xml:
+        caps = etree.fromstring(caps_xml.encode())
+        cpu = caps.find("host/cpu")
+        kw.update(has_caps=True, arch=cpu.findtext("arch", "x86_64"),
+                  cpu_vendor=cpu.findtext("vendor", ""), cpu_model=cpu.findtext("model", ""))
+        topo = cpu.find("topology")
+        if topo is not None:
+            kw.update({k: _int(topo.get(k), 1) for k in ("sockets", "dies", "cores", "threads")})
+        kw["page_sizes"] = tuple(sorted(_int(p.get("size")) for p in cpu.iterfind("pages")))
+        cells = []
+        for cell in caps.iterfind("host/topology/cells/cell"):
+            cid = _int(cell.get("id"))
+            cells.append(NumaCell(
+                id=cid, memory_kib=_int(cell.findtext("memory")), cpus=_cpulist(cell),
+                pages={_int(p.get("size")): _int(p.text) for p in cell.iterfind("pages")},
+                free_pages=None if free_pages is None else free_pages.get(cid, {}),
+            ))
+        kw["cells"] = tuple(cells)
+        kw["page_sizes"] = tuple(sorted(set(kw["page_sizes"]).union(*(c.pages for c in cells))))
+        kw["iommu"] = caps.find("host/iommu[@support='yes']") is not None
+        kvm = any(d.get("type") == "kvm" for d in caps.iterfind("guest/arch/domain"))
+        kw["domain_type"] = "kvm" if kvm else "qemu"
+    if domcaps_xml:
+        dc = etree.fromstring(domcaps_xml.encode())
+        if dc.tag != "domainCapabilities":
+            raise UsageError(f"host facts from {source}: expected <domainCapabilities>, got <{dc.tag}>")
+        kw.update(has_domcaps=True, arch=dc.findtext("arch", kw.get("arch", "x86_64")),
+                  domain_type=dc.findtext("domain", "qemu"), machine=dc.findtext("machine", ""),
+                  emulator=dc.findtext("path", ""), max_vcpu=_int(dc.find("vcpu").get("max")) if dc.find("vcpu") is not None else 0)
+        kw["cpu_modes"] = frozenset(m.get("name") for m in dc.iterfind("cpu/mode[@supported='yes']"))
+        hm = dc.find("cpu/mode[@name='host-model'][@supported='yes']")
+        if hm is not None:
+            kw["host_model"] = hm.findtext("model", "")
+            kw["cpu_vendor"] = kw.get("cpu_vendor") or hm.findtext("vendor", "")
+        os_ = dc.find("os")
+        fw = {v.text for v in dc.iterfind("os/enum[@name='firmware']/value")}
+        if not fw and os_ is not None and os_.get("supported") == "yes":
+            # libvirt before 9.x lists loaders but no firmware enum: an x86 loader means efi
+            fw = {"efi"} if dc.find("os/loader[@supported='yes']") is not None else set()
+        kw["firmware"] = frozenset(fw)
+        sb = {v.text for v in dc.iterfind("os/firmwareFeatures/enum[@name='secureBoot']/value")}
+        sb |= {v.text for v in dc.iterfind("os/loader/enum[@name='secure']/value")}
+        kw["secure_boot"] = frozenset(sb)
+        for dev in dc.iterfind("devices/*"):
+            if dev.get("supported") == "yes":
+                supported.add(dev.tag)
+            for enum in dev.iterfind("enum"):
+                enums[f"{dev.tag}.{enum.get('name')}"] = frozenset(v.text for v in enum.iterfind("value"))
+        for feat in dc.iterfind("features/*"):
+            if feat.get("supported") == "yes":
+                supported.add(feat.tag)
+        for top in ("iothreads", "memoryBacking"):
+            if dc.find(f"{top}[@supported='yes']") is not None:
+                supported.add(top)
+        enums["memoryBacking.sourceType"] = frozenset(v.text for v in dc.iterfind("memoryBacking/enum[@name='sourceType']/value"))
+        sev = dc.find("features/sev[@supported='yes']")
+        if sev is not None:
+            kw["sev"] = Sev(_int(sev.findtext("cbitpos")), _int(sev.findtext("reducedPhysBits")),
+                            _int(sev.findtext("maxGuests")), _int(sev.findtext("maxESGuests")))
+        kw["tdx"] = dc.find("features/tdx[@supported='yes']") is not None
+        kw["launch_security"] = _launch_security(dc, kw.get("sev"), kw["tdx"])
+    kw["enums"] = enums
+    kw["supported"] = frozenset(supported)
+    return HostFacts(**kw)
+
+
+def _launch_security(dc, sev: Sev | None, tdx: bool) -> tuple[str, ...]:
+    """Strongest first. domcaps' sectype enum (libvirt >= 10.5) is authoritative where present."""
+    ls = dc.find("features/launchSecurity")
+    listed = {v.text for v in dc.iterfind("features/launchSecurity/enum[@name='sectype']/value")}
+    if ls is None or ls.get("supported") != "yes":
+        listed = {"sev"} if sev else set()
+    out = []
+    if tdx and (not listed or "tdx" in listed):
+        out.append("tdx")
+    if sev and "sev-snp" in listed:
+        out.append("sev-snp")
+    if sev and "sev" in listed and sev.max_es_guests > 0:
+        out.append("sev-es")
+    if sev and "sev" in listed:
+        out.append("sev")
+    return tuple(out)
+
+
+def load_files(paths: list[Path]) -> HostFacts:
+    """Facts from recorded files: capabilities, domcapabilities, or a <hostFacts> of both."""
+    from lxml import etree
+
+    caps = domcaps = None
+    for path in paths:
+        try:
+            root = etree.parse(str(path)).getroot()
+        except OSError as exc:
+            raise UsageError(f"--host-facts {path}: cannot read it ({exc.strerror or exc})") from None
+        except etree.XMLSyntaxError as exc:
+            raise UsageError(f"--host-facts {path}: not well-formed XML ({exc})") from None
+        parts = list(root) if root.tag == "hostFacts" else [root]
+        for part in parts:
+            text = etree.tostring(part, encoding="unicode")
+            if part.tag == "capabilities":
+                caps = text
+            elif part.tag == "domainCapabilities":
+                domcaps = text
+            else:
+                raise UsageError(
+                    f"--host-facts {path}: <{part.tag}> is not libvirt capabilities, domain "
+                    "capabilities or a <hostFacts> document"
+                )
+    source = ", ".join(str(p) for p in paths)
+    try:
+        return parse(caps, domcaps, source)
+    except (AttributeError, ValueError) as exc:
+        raise UsageError(f"--host-facts {source}: malformed libvirt document ({exc})") from None
+
+
+def reference() -> HostFacts:
+    """The reference host shipped with vscen (an AMD EPYC host with SEV-ES), for the
+    embedded ``test:///default`` driver."""
+    path = Path(__file__).resolve().parent.parent / "data" / "reference-host.xml"
+    facts = load_files([path])
+    from dataclasses import replace
+
+    return replace(facts, source="reference host (vscen's AMD EPYC profile with SEV-ES)")

@@ -1,0 +1,144 @@
+"""The data a plugin registers: features, scenarios, validators and host actions.
+
+Rules are data. A feature or scenario is a frozen dataclass that names what it requires,
+conflicts with (and why), implies, which architectures it supports and which host validators
+must pass; only ``apply(domain, ctx)`` is code. The core resolves and orders them
+(``vscen.resolve``) before anything is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # only for annotations: keep start-up lean
+    from vscen.context import Context
+    from vscen.domain.model import Domain
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """``name`` cannot be combined with the declaring item, because of ``reason``."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rules:
+    """What features and scenarios have in common: a name and the rules that bind it."""
+
+    name: str
+    summary: str
+    #: names (features or scenarios) that must be chosen too; not pulled in automatically
+    requires: tuple[str, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    #: names pulled in automatically, and applied before this item
+    implies: tuple[str, ...] = ()
+    #: architectures this item supports; empty means any
+    arches: tuple[str, ...] = ()
+    #: host validators (by name) that must pass before this item is used
+    validators: tuple[str, ...] = ()
+    #: host actions (by name) that prepare the host for this item
+    host_actions: tuple[str, ...] = ()
+    #: what it sets and why, for ``vscen list`` and the generated docs
+    details: str = ""
+
+    kind = "item"
+
+    def pulls(self) -> tuple[str, ...]:
+        """Names this item pulls into the resolution."""
+        return self.implies
+
+
+@dataclass(frozen=True, kw_only=True)
+class Feature(Rules):
+    """One capability of a guest: ``apply(domain, ctx)`` writes it into the domain model."""
+
+    category: str = "misc"
+    apply: Callable[[Domain, Context], None] | None = field(default=None, compare=False)
+    #: runs after every feature's apply, in the same order: for features that adjust what
+    #: others added (``iommu='on'`` on every virtio device, say)
+    finish: Callable[[Domain, Context], None] | None = field(default=None, compare=False)
+
+    kind = "feature"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario(Rules):
+    """A named bundle of features plus default settings (overridable by the user)."""
+
+    features: tuple[str, ...] = ()
+    #: default settings, as the user would give them: {"machine": "q35", "disk": {"format": "raw"}}
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    apply: Callable[[Domain, Context], None] | None = field(default=None, compare=False)
+
+    kind = "scenario"
+
+    def pulls(self) -> tuple[str, ...]:
+        return self.features + self.implies
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding of a validator."""
+
+    status: Status
+    message: str
+    #: how to fix it, for a warn or fail
+    fix: str = ""
+    #: for domain checks: the XPath of the element concerned
+    element: str = ""
+    #: filled in by the core
+    validator: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Validator:
+    """A check of the host (``kind="host"``) or of the built domain (``kind="domain"``).
+
+    Host validators run when a chosen feature or scenario names them; domain validators run on
+    every result and return nothing where they do not apply.
+    """
+
+    name: str
+    summary: str
+    check: Callable[[Context], Iterable[Check]] = field(compare=False)
+    kind: Literal["host", "domain"] = "host"
+    #: the check reads local files (sysfs): skipped, with a note, for a remote host
+    local_only: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a plan: ``do()`` makes the change, ``undo()`` takes it back."""
+
+    description: str
+    do: Callable[[], Any] = field(compare=False)
+    undo: Callable[[], Any] | None = field(default=None, compare=False)
+    #: the plugin or core stage that planned it
+    owner: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostAction:
+    """A preparation of the host (disk images, networks, hugepages, secrets...).
+
+    ``plan(ctx)`` returns the steps needed for this guest, changing nothing itself.
+    """
+
+    name: str
+    summary: str
+    plan: Callable[[Context], Iterable[Step]] = field(compare=False)
+
+
+def as_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Accept a single name or an iterable of names."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)

@@ -1,0 +1,224 @@
+"""The pipeline, one stage per module: discover -> register -> resolve -> facts -> build ->
+validate. ``render(request)`` runs it and changes nothing anywhere; ``vscen.plan`` and
+``vscen.apply`` take the result to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from vscen.errors import HostError, RulesError, UsageError, raise_all
+
+
+@dataclass
+class Request:
+    scenarios: list[str]
+    add: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    #: settings given as options (None = not given)
+    options: dict[str, Any] = field(default_factory=dict)
+    disks: list[str] | None = None
+    config: Path | None = None
+    #: post-customisations ``XPATH=VALUE``, applied to the finished XML
+    sets: list[str] = field(default_factory=list)
+    host_facts: list[Path] = field(default_factory=list)
+    connect: str | None = None
+    #: plugins given in-process as (name, object), for tests and embedding
+    plugins: tuple = ()
+    entry_points: bool = True
+    support: Any = None
+
+
+@dataclass
+class Result:
+    xml: str
+    ctx: Any
+    checks: list = field(default_factory=list)
+    connection: Any = None
+    customised: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self):
+        return self.ctx.settings
+
+    @property
+    def resolution(self):
+        return self.ctx.resolution
+
+
+def load(request: Request):
+    """discover + register: (plugin manager, registry)."""
+    from vscen.manager import get_plugin_manager
+    from vscen.registry import build_registry
+
+    pm = get_plugin_manager(plugins=request.plugins, entry_points=request.entry_points)
+    return pm, build_registry(pm)
+
+
+def render(request: Request, keep_connection: bool = True) -> Result:
+    from vscen.context import Context
+    from vscen.domain.build import build
+    from vscen.resolve import resolve
+    from vscen.settings import build_settings, config_layers
+    from vscen.validate import Support, check_schema, run_domain_validators
+
+    if not request.scenarios and not request.add:
+        raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
+    pm, reg = load(request)
+    resolution = resolve(reg, request.scenarios, request.add, request.remove)
+
+    layers = config_layers(request.config)
+    file_conf: dict[str, Any] = {}
+    for _, values in layers:
+        file_conf.update(values)
+    connect = request.connect or file_conf.pop("connect", None)
+    layers = [(label, {k: v for k, v in values.items() if k not in ("connect", "output")}) for label, values in layers]
+    defaults = [(s.name, dict(s.defaults)) for s in resolution.scenarios]
+    name = "-".join(request.scenarios) or "-".join(request.add)
+    base = [("default", {"name": name})]
+    options = [("option", {k: v for k, v in request.options.items() if v is not None})]
+    settings, clashes = build_settings(defaults, base + layers + options, request.disks)
+    raise_all(RulesError, "the chosen scenarios set different defaults", clashes)
+
+    facts, connection = _facts(request, connect, settings)
+    arch = settings.arch or facts.arch
+    bad_arch = [f"{i.kind} '{i.name}' supports {', '.join(i.arches)}, not {arch}"
+                for i in resolution.items if i.arches and arch not in i.arches]
+    raise_all(RulesError, "architecture", bad_arch)
+
+    ctx = Context(settings=settings, host=facts, resolution=resolution,
+                  support=request.support or Support.installed(), registry=reg,
+                  uri=connection.uri if connection else "")
+    ctx.notes.extend(facts.notes)
+    if connection is not None and connection.note:
+        ctx.notes.insert(0, connection.note)
+
+    checks = run_host_validators(ctx, reg, resolution.validators())
+    fails = [c for c in checks if c.status == "fail"]
+    raise_all(HostError, "the host is not ready",
+              [f"{c.validator}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in fails])
+
+    domain = build(ctx)
+    root, _ = domain.render()
+    from lxml import etree
+
+    customised = customise(root, request.sets)
+    raise_all(RulesError, "plugins set different values on the same XML path",
+              domain.conflicts({path for path, _ in customised}))
+    xml = etree.tostring(root, pretty_print=True, encoding="unicode")
+    owners = {path: who for path, value, who in domain.explain() if not value}
+    for path, _value in customised:
+        owners[path.rsplit("/@", 1)[0]] = "user (--set)"
+    check_schema(xml, owner_of=lambda p: owners.get(p, ""))
+    ctx.xml = etree.fromstring(xml.encode())
+    domain_checks = run_domain_validators(ctx, [v for v in reg.validators.values() if v.kind == "domain"])
+    fails = [c for c in domain_checks if c.status == "fail"]
+    from vscen.errors import InvalidDomainError
+
+    raise_all(InvalidDomainError, "the domain is not valid",
+              [f"{c.element or 'domain'}"
+               + (f" (set by {owners[c.element]})" if c.element in owners else "")
+               + f": {c.message} [{c.validator}]" for c in fails])
+    if not keep_connection and connection is not None:
+        connection.close()
+        connection = None
+    return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
+                  customised=customised, warnings=pm.warnings())
+
+
+def run_host_validators(ctx, reg, names: list[str]) -> list:
+    from vscen.model import Check
+
+    checks = []
+    for name in names:
+        v = reg.validators[name]
+        if v.local_only and ctx.uri and not _is_local(ctx.uri):
+            checks.append(Check("skip", f"{v.summary}: skipped, it reads local files and "
+                                f"{ctx.uri} is remote", validator=name))
+            continue
+        for check in v.check(ctx) or ():
+            checks.append(replace(check, validator=name))
+    return checks
+
+
+def _is_local(uri: str) -> bool:
+    from urllib.parse import urlparse
+
+    return not urlparse(uri).hostname
+
+
+def _facts(request: Request, connect: str | None, settings):
+    """Host facts and the connection the guest is for."""
+    from vscen.host import facts as hf
+    from vscen.host.connect import EMBEDDED_URI, open_connection
+
+    if request.host_facts:
+        facts = hf.load_files(request.host_facts)
+        # recorded facts describe another host: define on the embedded driver unless told
+        connection = open_connection(connect or EMBEDDED_URI)
+        return facts, connection
+    connection = open_connection(connect)
+    if connection.is_test:
+        return hf.reference(), connection
+    from vscen.host.probe import probe
+
+    return probe(connection, settings.arch, settings.machine, settings.virt_type), connection
+
+
+def customise(root, sets: list[str]) -> list[tuple[str, str]]:
+    """Apply ``XPATH=VALUE`` post-customisations to the finished XML.
+
+    An XPath ending in ``/@attr`` sets that attribute on every element the rest matches
+    (creating the attribute); any other XPath sets the text of the elements it matches.
+    An XPath that matches nothing is an error.
+    """
+    from lxml import etree
+
+    done = []
+    tree = root.getroottree()
+    for item in sets:
+        expr, sep, value = item.partition("=")
+        # an XPath may contain '=' inside a predicate: split at the last '=' outside brackets
+        expr, value = _split_set(item) if sep else (expr, None)
+        if value is None or not expr:
+            raise UsageError(f"--set: '{item}' is not XPATH=VALUE")
+        attr = None
+        target = expr
+        head, slash_at, tail = expr.rpartition("/@")
+        if slash_at and tail.replace("-", "").replace("_", "").isalnum():
+            target, attr = head, tail
+        try:
+            nodes = root.xpath(target)
+        except etree.XPathError as exc:
+            raise UsageError(f"--set: '{expr}' is not a valid XPath ({exc})") from None
+        nodes = [n for n in nodes if isinstance(n, etree._Element)] if isinstance(nodes, list) else []
+        if not nodes:
+            raise UsageError(f"--set: '{expr}' matches nothing in the domain XML")
+        for node in nodes:
+            if attr:
+                node.set(attr, value)
+            else:
+                if len(node):
+                    raise UsageError(f"--set: '{expr}' matches <{node.tag}>, which has child elements; set an attribute or a leaf element")
+                node.text = value
+            done.append((tree.getpath(node) + (f"/@{attr}" if attr else ""), value))
+    return done
+
+
+def _split_set(item: str) -> tuple[str, str]:
+    depth = 0
+    split = -1
+    for i, ch in enumerate(item):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "=" and depth == 0:
+            split = i
+            break
+    if split < 0:
+        return "", None
+    return item[:split].strip(), item[split + 1:]

@@ -1,0 +1,130 @@
+"""Collect what the plugins register, remember which plugin registered it, check declarations.
+
+A plugin whose registration fails, or whose declarations are inconsistent (duplicate or
+unknown names, cycles in ``implies``, conflicting with itself), is marked broken with the
+reason and its objects are dropped; the other plugins carry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vscen.manager import PluginManager
+from vscen.model import Feature, HostAction, Rules, Scenario, Validator
+
+KINDS = {
+    "features": ("vscen_register_features", Feature),
+    "scenarios": ("vscen_register_scenarios", Scenario),
+    "validators": ("vscen_register_validators", Validator),
+    "host-actions": ("vscen_register_host_actions", HostAction),
+}
+
+
+@dataclass
+class Registry:
+    features: dict[str, Feature] = field(default_factory=dict)
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    validators: dict[str, Validator] = field(default_factory=dict)
+    host_actions: dict[str, HostAction] = field(default_factory=dict)
+    #: (namespace, name) -> plugin (entry point) name that registered it; features and
+    #: scenarios share the namespace "items", validators and host actions have their own
+    owner: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def plugin_of(self, name: str, kind: str = "features") -> str:
+        return self.owner.get((_ns(kind), name), "?")
+
+    def table(self, kind: str) -> dict:
+        return getattr(self, kind.replace("-", "_"))
+
+    def item(self, name: str) -> Rules | None:
+        """A feature or scenario by name (they share one namespace)."""
+        return self.scenarios.get(name) or self.features.get(name)
+
+    def items(self) -> dict[str, Rules]:
+        return {**self.features, **self.scenarios}
+
+
+def build_registry(pm: PluginManager) -> Registry:
+    reg = Registry()
+    for kind, (hook, cls) in KINDS.items():
+        table = reg.table(kind)
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            plugin = impl.plugin_name
+            got: list = []
+
+            def register(obj, _got=got, _cls=cls, _hook=hook):
+                if not isinstance(obj, _cls):
+                    raise TypeError(f"{_hook} got {obj!r}, expected a vscen.{_cls.__name__}")
+                _got.append(obj)
+
+            try:
+                impl.function(register)
+            except Exception as exc:  # reported by name, the others carry on
+                pm.mark_broken(plugin, f"{hook} failed: {type(exc).__name__}: {exc}")
+                continue
+            for obj in got:
+                key = (_ns(kind), obj.name)
+                if key in reg.owner:
+                    pm.mark_broken(plugin, f"'{obj.name}' is registered by '{reg.owner[key]}' already")
+                    continue
+                table[obj.name] = obj
+                reg.owner[key] = plugin
+                pm.infos[plugin].registers.setdefault(kind, []).append(obj.name)
+    _drop_inconsistent(reg, pm)
+    return reg
+
+
+def declaration_problems(reg: Registry) -> dict[str, list[str]]:
+    """Problems per item name: unknown names, self-conflicts, cycles in implies."""
+    items = reg.items()
+    problems: dict[str, list[str]] = {}
+    for name, item in items.items():
+        bad = problems.setdefault(name, [])
+        for ref in item.requires + item.pulls() + tuple(c.name for c in item.conflicts):
+            if ref not in items:
+                bad.append(f"{item.kind} '{name}' names unknown '{ref}'")
+        for v in item.validators:
+            if v not in reg.validators:
+                bad.append(f"{item.kind} '{name}' names unknown validator '{v}'")
+        for a in item.host_actions:
+            if a not in reg.host_actions:
+                bad.append(f"{item.kind} '{name}' names unknown host action '{a}'")
+        pulled = _closure(items, name)
+        if name in pulled - {name}:
+            bad.append(f"{item.kind} '{name}' implies itself (a cycle)")
+        for c in item.conflicts:
+            if c.name in pulled:
+                bad.append(f"{item.kind} '{name}' conflicts with '{c.name}', which it implies")
+    return {k: v for k, v in problems.items() if v}
+
+
+def _closure(items: dict[str, Rules], name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        item = items.get(todo.pop())
+        for ref in item.pulls() if item else ():
+            if ref not in seen:
+                seen.add(ref)
+                todo.append(ref)
+    return seen | {name}
+
+
+def _drop_inconsistent(reg: Registry, pm: PluginManager) -> None:
+    # a broken plugin loses everything it registered; dropping one item can make another
+    # name an unknown one: repeat until stable
+    while True:
+        for name, bad in declaration_problems(reg).items():
+            pm.mark_broken(reg.owner[("items", name)], "; ".join(bad))
+        gone = [key for key, p in reg.owner.items() if pm.infos[p].status == "broken"]
+        if not gone:
+            return
+        for ns, name in gone:
+            del reg.owner[(ns, name)]
+            for kind in KINDS:
+                if _ns(kind) == ns:
+                    reg.table(kind).pop(name, None)
+
+
+def _ns(kind: str) -> str:
+    return "items" if kind in ("features", "scenarios", "feature", "scenario") else kind

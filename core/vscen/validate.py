@@ -1,0 +1,95 @@
+"""Validate a built domain: libvirt's RelaxNG schema, then the domain validator plugins.
+
+The schema is the installed libvirt's own (``/usr/share/libvirt/schemas``), so what vscen
+writes is what this libvirt accepts; :class:`Support` tells plugins what that is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vscen.errors import InvalidDomainError, UsageError
+
+SCHEMA_DIR = Path(os.environ.get("VSCEN_LIBVIRT_SCHEMAS", "/usr/share/libvirt/schemas"))
+
+
+@dataclass(frozen=True)
+class Support:
+    """What the installed libvirt knows, read from its schema."""
+
+    launch_security: frozenset[str] = frozenset()
+    schema: bool = False
+
+    @classmethod
+    def installed(cls) -> Support:
+        return _installed_support()
+
+    def knows(self, sectype: str) -> bool:
+        """sev-es is libvirt's sev with the ES policy bit: known wherever sev is."""
+        return (sectype if sectype != "sev-es" else "sev") in self.launch_security
+
+
+@functools.cache
+def _installed_support() -> Support:
+    common = SCHEMA_DIR / "domaincommon.rng"
+    try:
+        text = common.read_text()
+    except OSError:
+        return Support()
+    known = {t for t in ("sev", "sev-snp", "tdx", "s390-pv") if f"<value>{t}</value>" in text}
+    return Support(launch_security=frozenset(known), schema=True)
+
+
+@functools.cache
+def _schema(name: str):
+    from lxml import etree
+
+    path = SCHEMA_DIR / name
+    if not path.exists():
+        raise UsageError(f"libvirt schema {path} is missing: install libvirt (libvirt-daemon or libvirt-clients)")
+    return etree.RelaxNG(etree.parse(str(path)))
+
+
+def schema_errors(xml_text: str, schema: str = "domain.rng", owner_of=None) -> list[str]:
+    """libvirt RelaxNG errors for *xml_text*, one line each, naming the element's path and,
+    with *owner_of(path)*, the plugin that set it."""
+    from lxml import etree
+
+    rng = _schema(schema)
+    root = etree.fromstring(xml_text.encode())
+    if rng.validate(root):
+        return []
+    tree = root.getroottree()
+    by_line = {}
+    for el in root.iter():
+        by_line.setdefault(el.sourceline, el)
+    out = []
+    for err in rng.error_log:
+        el = by_line.get(err.line)
+        path = tree.getpath(el) if el is not None else f"line {err.line}"
+        who = owner_of(path) if owner_of and el is not None else ""
+        out.append(f"{path}{f' (set by {who})' if who else ''}: {err.message}")
+    return list(dict.fromkeys(out))
+
+
+def check_schema(xml_text: str, owner_of=None) -> None:
+    """Raise if *xml_text* is not valid for the installed libvirt."""
+    errors = schema_errors(xml_text, owner_of=owner_of)
+    if errors:
+        raise InvalidDomainError(
+            "the domain XML does not validate against libvirt's schema: " + "; ".join(errors), errors
+        )
+
+
+def run_domain_validators(ctx, validators) -> list:
+    """Run every domain validator; returns the checks (with the validator's name filled in)."""
+    from dataclasses import replace
+
+    checks = []
+    for v in validators:
+        for check in v.check(ctx) or ():
+            checks.append(replace(check, validator=v.name))
+    return checks

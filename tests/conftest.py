@@ -1,0 +1,60 @@
+"""Shared test fixtures: recorded hosts, a fresh plugin manager, rendering helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_HOSTS = ROOT.parent / "shared" / "fixtures" / "hosts"
+DATA = Path(__file__).resolve().parent / "data"
+
+#: recorded hosts: name -> the files (caps and/or domcaps) that describe it
+HOSTS = {
+    "amd-sev": ["caps-amd-zen5.xml", "domcaps-amd-sev.xml"],
+    "intel-tdx": ["caps-numa4-hugepages.xml", "domcaps-intel-tdx.xml"],
+    "kvm": ["caps-numa2-hmat.xml", "domcaps-kvm-q35.xml"],
+    "tcg": ["domcaps-tcg.xml"],
+    "local-tcg": ["caps-local-libvirt9.xml", "domcaps-local-libvirt9-tcg.xml"],
+    "local-kvm": ["caps-local-libvirt9.xml", "domcaps-local-libvirt9-q35.xml"],
+    "aarch64": ["domcaps-aarch64-virt.xml"],
+    "numa4-hugepages": ["caps-numa4-hugepages.xml", "domcaps-kvm-q35.xml"],
+}
+
+
+def host_files(name: str) -> list[Path]:
+    """The recorded files of host *name* (see HOSTS)."""
+    return [SHARED_HOSTS / f for f in HOSTS[name]]
+
+
+def host_facts(name: str):
+    """Parsed HostFacts of recorded host *name*."""
+    from vscen.host.facts import load_files
+
+    return load_files(host_files(name))
+
+
+def render_for(scenarios, host: str | None = "amd-sev", **kw):
+    """Run the pipeline (no host changes) for *scenarios* on a recorded host.
+
+    Keyword arguments are those of vscen.pipeline.Request; ``options`` holds settings.
+    """
+    from vscen.pipeline import Request, render
+
+    files = host_files(host) if host else []
+    return render(Request(scenarios=list(scenarios), host_facts=files, **kw), keep_connection=False)
+
+
+@pytest.fixture
+def recorded_host():
+    return host_facts
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path, monkeypatch):
+    """No test reads the real user's config or writes to the real data dir."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
+    monkeypatch.delenv("VSCEN_DISABLED_PLUGINS", raising=False)
