@@ -103,6 +103,33 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Filesystem:
+    source: str  # host directory
+    target: str  # mount tag in the guest
+    readonly: bool = False
+
+
+def parse_filesystem(spec: str) -> Filesystem:
+    """``source=/srv/data,target=data[,readonly=yes]`` or ``/srv/data:data[:ro]``."""
+    if "=" in spec:
+        parts = dict(p.partition("=")[::2] for p in spec.split(","))
+    else:
+        bits = spec.split(":")
+        parts = {"source": bits[0], "target": bits[1] if len(bits) > 1 else ""}
+        if len(bits) > 2:
+            parts["readonly"] = "yes" if bits[2] == "ro" else bits[2]
+    extra = set(parts) - {"source", "target", "readonly"}
+    target = parts.get("target", "")
+    if extra or not re.fullmatch(r"[A-Za-z0-9_.-]{1,36}", target) or parts.get("readonly", "no") not in ("yes", "no"):
+        raise UsageError(
+            f"filesystem: '{spec}' is not source=/HOST/DIR,target=TAG[,readonly=yes] "
+            "(TAG: 1-36 letters, digits, '.', '_' or '-')"
+        )
+    return Filesystem(check_path("filesystem.source", parts.get("source", "")), target,
+                      parts.get("readonly") == "yes")
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     memory: int  # KiB
@@ -116,6 +143,7 @@ class Settings:
     cdrom: str | None = None
     network: Network = Network("none")
     graphics: str | None = None
+    filesystems: tuple[Filesystem, ...] = ()
     #: key -> where its value came from ("default", "scenario desktop", "option", "config ...")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -286,10 +314,17 @@ def build_settings(
         boot=boot_list, disks=tuple(disk_list),
         cdrom=check_path("cdrom", values["cdrom"]) if values.get("cdrom") else None,
         network=parse_network(values["network"]), graphics=values.get("graphics"),
+        filesystems=tuple(parse_filesystem(f) for f in _as_list(values.get("filesystem"))),
         sources=sources,
     )
     return settings, problems
 
 
-_KNOWN = {"name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+_KNOWN = {"filesystem", "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
           "network", "graphics", "connect", "output", "disk"}
