@@ -1,0 +1,361 @@
+"""The ``vscen`` command line (Typer).
+
+Errors are formatted here only: the pipeline raises ``VscenError`` carrying the message and
+an exit code; ``main()`` prints ``error: ...`` on stderr and exits with that code. Tracebacks
+only with ``--debug``. Every listing has ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vscen import __version__
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=True,
+    help="Prepare a KVM host and a libvirt guest for a scenario: secure-vm, desktop, computation...",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+_state = {"debug": False}
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"vscen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+):
+    """vscen: tuned libvirt guests for scenarios, from plugins."""
+    _state["debug"] = debug
+
+
+def err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+# ------------------------------------------------------------------------------------------
+# run
+# ------------------------------------------------------------------------------------------
+
+
+@app.command(no_args_is_help=True)
+def run(
+    scenarios: Annotated[list[str], typer.Argument(help="Scenarios to combine (see 'vscen list scenarios').")],
+    name: Annotated[Optional[str], typer.Option(help="Guest name (default: the scenario names).")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="Memory, e.g. 4GiB, 512MiB (a bare number is MiB).")] = None,
+    vcpu: Annotated[Optional[str], typer.Option(help="Number of virtual CPUs.")] = None,
+    machine: Annotated[Optional[str], typer.Option(help="Machine type: q35, pc, virt, pc-q35-8.2...")] = None,
+    boot: Annotated[Optional[str], typer.Option(help="Boot devices in order: hd, cdrom, network (comma-separated).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Guest architecture (default: the host's).")] = None,
+    virt_type: Annotated[Optional[str], typer.Option("--virt-type", help="kvm or qemu (TCG); default: kvm where the host offers it.")] = None,
+    firmware: Annotated[Optional[str], typer.Option(help="efi or bios.")] = None,
+    disk: Annotated[Optional[list[str]], typer.Option(help="Disk: path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native, or 'none'. Repeatable.")] = None,
+    cdrom: Annotated[Optional[str], typer.Option(help="ISO image to attach as a CD-ROM.")] = None,
+    network: Annotated[Optional[str], typer.Option(help="network=NAME, bridge=NAME, user or none (,model=MODEL).")] = None,
+    graphics: Annotated[Optional[str], typer.Option(help="spice, vnc or none.")] = None,
+    filesystem: Annotated[Optional[list[str]], typer.Option(help="Share a host directory: source=/DIR,target=TAG[,readonly=yes]. Repeatable.")] = None,
+    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="+NAME adds a feature, -NAME removes one. Repeatable.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Customise the finished XML: XPATH=VALUE (./devices/graphics/@type=vnc). Repeatable.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="A TOML config file (above the user and system ones).")] = None,
+    host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the XML and the plan; change nothing.")] = False,
+    explain: Annotated[bool, typer.Option(help="Show which plugin set each element and value.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output file or domain.")] = False,
+    start: Annotated[bool, typer.Option(help="Start the guest once defined.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+):
+    """Build, validate and define a guest for SCENARIOS."""
+    from vscen.pipeline import Request, render
+
+    add, remove = _split_features(feature or [])
+    options = {"name": name, "memory": memory, "vcpu": vcpu, "machine": machine, "boot": boot,
+               "arch": arch, "virt_type": virt_type, "firmware": firmware, "cdrom": cdrom,
+               "network": network, "graphics": graphics, "filesystem": filesystem or None}
+    request = Request(scenarios=list(scenarios), add=add, remove=remove, options=options,
+                      disks=disk or None, config=config, sets=set_ or [],
+                      host_facts=host_facts or [], connect=connect)
+    result = render(request)
+    for line in result.warnings:
+        err(f"warning: {line}")
+    from vscen.plan import make_plan
+
+    plan = make_plan(result, output, force=force, start=start)
+    if dry_run:
+        typer.echo(result.xml, nl=False)
+    if explain:
+        _print_explain(result)
+    summary = _summary(result, plan)
+    if dry_run:
+        _report(summary, json_, dry_run=True)
+        return
+    from vscen.apply import apply
+
+    def progress(i, total, step):
+        if not json_:
+            err(f"[{i}/{total}] {step.description}")
+
+    apply(plan, progress)
+    summary["applied"] = [s.description for s in plan.steps]
+    _report(summary, json_, dry_run=False)
+
+
+def _split_features(values: list[str]) -> tuple[list[str], list[str]]:
+    add, remove = [], []
+    for v in values:
+        for item in filter(None, (x.strip() for x in v.split(","))):
+            (remove if item.startswith("-") else add).append(item.lstrip("+-"))
+    return add, remove
+
+
+def _summary(result, plan) -> dict:
+    ctx = result.ctx
+    return {
+        "name": ctx.settings.name,
+        "connection": ctx.uri,
+        "host": ctx.host.source,
+        "scenarios": [s.name for s in ctx.resolution.scenarios],
+        "features": [{"name": f.name, "why": ctx.resolution.why[f.name]} for f in ctx.resolution.features],
+        "checks": [{"validator": c.validator, "status": c.status, "message": c.message, "fix": c.fix}
+                   for c in result.checks],
+        "notes": list(ctx.notes),
+        "customised": [{"path": p, "value": v} for p, v in result.customised],
+        "xml": str(plan.xml_path) if plan.xml_path else None,
+        "plan": [s.description for s in plan.steps],
+        "unchanged": list(plan.unchanged),
+    }
+
+
+_MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+
+def _report(summary: dict, as_json: bool, dry_run: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary | {"dry_run": dry_run}, indent=2))
+        return
+    lines = [f"guest {summary['name']} on {summary['connection']} (host facts: {summary['host']})",
+             f"scenarios: {', '.join(summary['scenarios']) or '-'}",
+             "features:  " + ", ".join(f"{f['name']} ({f['why']})" for f in summary["features"])]
+    for c in summary["checks"]:
+        fix = f" -- fix: {c['fix']}" if c["fix"] and c["status"] != "pass" else ""
+        lines.append(f"check {_MARK[c['status']]} {c['validator']}: {c['message']}{fix}")
+    lines += [f"note: {n}" for n in summary["notes"]]
+    lines += [f"set:  {c['path']} = {c['value']}" for c in summary["customised"]]
+    if dry_run:
+        lines += [f"would: {s}" for s in summary["plan"]] or ["would: nothing (all up to date)"]
+    else:
+        lines += [f"done: {s}" for s in summary.get("applied", [])]
+    lines += [f"unchanged: {u}" for u in summary["unchanged"]]
+    if not dry_run and not summary.get("applied"):
+        lines.append("nothing to do: everything is up to date")
+    lines.append(f"xml: {summary['xml']}")
+    # the XML goes to stdout in a dry run, so the summary goes to stderr there
+    for line in lines:
+        typer.echo(line, err=dry_run)
+
+
+def _print_explain(result) -> None:
+    rows = result.ctx.domain.explain()
+    custom = dict(result.customised)
+    width = max(len(r[0]) for r in rows)
+    for path, value, who in rows:
+        if path in custom:
+            value, who = custom[path], f"user (--set), was '{value}' from {who}"
+        typer.echo(f"{path:<{width}}  {value!s:<24}  {who}", err=True)
+
+
+# ------------------------------------------------------------------------------------------
+# listings
+# ------------------------------------------------------------------------------------------
+
+
+class Kind(str, Enum):
+    scenarios = "scenarios"
+    features = "features"
+    validators = "validators"
+    host_actions = "host-actions"
+
+
+def _load():
+    from vscen.pipeline import Request, load
+
+    pm, reg = load(Request(scenarios=[]))
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    return pm, reg
+
+
+def _rules(item) -> dict:
+    return {"requires": list(item.requires), "implies": list(item.pulls()),
+            "conflicts": [{"name": c.name, "reason": c.reason} for c in item.conflicts],
+            "arches": list(item.arches), "validators": list(item.validators),
+            "host_actions": list(item.host_actions)}
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind, typer.Argument(help="What to list.")] = Kind.scenarios,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """List scenarios, features, validators or host actions."""
+    _, reg = _load()
+    rows = []
+    for name, obj in sorted(reg.table(kind.value).items()):
+        row = {"name": name, "plugin": reg.plugin_of(name, kind.value), "summary": obj.summary}
+        if kind in (Kind.scenarios, Kind.features):
+            row |= _rules(obj) | {"details": obj.details}
+            if kind is Kind.features:
+                row["category"] = obj.category
+            else:
+                row["defaults"] = dict(obj.defaults)
+        if kind is Kind.validators:
+            row["kind"] = obj.kind
+        rows.append(row)
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no {kind.value} registered")
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        extra = f" [{r['category']}]" if "category" in r else f" [{r['kind']}]" if "kind" in r else ""
+        typer.echo(f"{r['name']:<{width}}  {r['summary']}{extra}  (plugin {r['plugin']})")
+
+
+@app.command()
+def plugins(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+    """Installed plugins: name, distribution, version, what they register, hooks, status."""
+    pm, _ = _load()
+    infos = sorted(pm.infos.values(), key=lambda i: i.name)
+    if json_:
+        typer.echo(json.dumps([i.__dict__ for i in infos], indent=2))
+        return
+    for i in infos:
+        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(i.registers.items())) or "nothing"
+        typer.echo(f"{i.name} ({i.distribution} {i.version}) {i.status}: {what}")
+        if i.reason:
+            typer.echo(f"    reason: {i.reason}")
+        if i.hooks:
+            typer.echo(f"    hooks: {', '.join(i.hooks)}")
+
+
+@app.command()
+def rules(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+    """The compatibility rules of every feature and scenario, and which scenarios compose."""
+    from itertools import combinations
+
+    from vscen.errors import VscenError
+    from vscen.resolve import resolve
+    from vscen.settings import build_settings
+
+    _, reg = _load()
+    items = {name: {"kind": item.kind, **_rules(item)} for name, item in sorted(reg.items().items())}
+    pairs = []
+    for a, b in combinations(sorted(reg.scenarios), 2):
+        try:
+            res = resolve(reg, [a, b])
+            _, clashes = build_settings([(s.name, dict(s.defaults)) for s in res.scenarios],
+                                        [("default", {"name": "x"})])
+            problems = clashes
+        except VscenError as exc:
+            problems = exc.problems or [str(exc)]
+        pairs.append({"scenarios": [a, b], "composes": not problems, "problems": problems})
+    if json_:
+        typer.echo(json.dumps({"items": items, "scenario_pairs": pairs}, indent=2))
+        return
+    for name, r in items.items():
+        parts = [f"{k}: {', '.join(v)}" for k, v in r.items() if k not in ("kind", "conflicts") and v]
+        parts += [f"conflicts: {c['name']} ({c['reason']})" for c in r["conflicts"]]
+        typer.echo(f"{r['kind']} {name}" + ("".join(f"\n    {p}" for p in parts) if parts else ""))
+    typer.echo("\nscenario pairs:")
+    for p in pairs:
+        verdict = "composes" if p["composes"] else "refused"
+        typer.echo(f"  {' + '.join(p['scenarios'])}: {verdict}")
+        for problem in p["problems"]:
+            typer.echo(f"      {problem}")
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="A libvirt domain XML file.")],
+    host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts to check devices against.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Validate a domain XML file: libvirt's schema, then the domain validator plugins."""
+    from lxml import etree
+
+    from vscen.context import Context
+    from vscen.errors import InvalidDomainError, UsageError
+    from vscen.host.facts import HostFacts, load_files
+    from vscen.resolve import Resolution
+    from vscen.settings import Settings
+    from vscen.validate import Support, run_domain_validators, schema_errors
+
+    try:
+        text = file.read_text()
+        root = etree.fromstring(text.encode())
+    except OSError as exc:
+        raise UsageError(f"validate: cannot read '{file}' ({exc.strerror})") from None
+    except etree.XMLSyntaxError as exc:
+        raise UsageError(f"validate: '{file}' is not well-formed XML ({exc})") from None
+    _, reg = _load()
+    errors = schema_errors(text)
+    facts = load_files(host_facts) if host_facts else HostFacts(source="unknown host")
+    ctx = Context(settings=Settings(name=root.findtext("name") or "?", memory=0, vcpu=1), host=facts,
+                  resolution=Resolution(), support=Support.installed(), registry=reg, xml=root)
+    checks = run_domain_validators(ctx, [v for v in reg.validators.values() if v.kind == "domain"])
+    fails = errors + [f"{c.element or 'domain'}: {c.message} [{c.validator}]" for c in checks if c.status == "fail"]
+    if json_:
+        typer.echo(json.dumps({"file": str(file), "valid": not fails, "schema_errors": errors,
+                               "checks": [c.__dict__ for c in checks]}, indent=2))
+    elif not fails:
+        typer.echo(f"{file}: valid (libvirt schema and {len(checks)} check findings, none failing)")
+    if fails:
+        raise InvalidDomainError(f"{file}: " + "; ".join(fails), fails)
+
+
+# ------------------------------------------------------------------------------------------
+# entry point
+# ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    from vscen.errors import VscenError
+
+    try:
+        # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
+        app()
+    except VscenError as exc:
+        if _state["debug"]:
+            raise
+        err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err("error: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line unless --debug
+        if _state["debug"]:
+            raise
+        err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Plan what a run changes: host actions, the XML file, the libvirt domain, its start.
+
+Planning reads but never writes: existing things that differ are refused here (without
+``--force``) so that a refused run has touched nothing, and things already in place are
+listed as unchanged, so that running the same command twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vscen.errors import ExistsError, LibvirtError
+from vscen.model import Step
+
+METADATA_NS = "https://vscen.dev/xmlns/guest/1"
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    xml_path: Path | None = None
+
+
+def default_output_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vscen"
+
+
+def digest(xml: str) -> str:
+    return hashlib.sha256(xml.encode()).hexdigest()
+
+
+def make_plan(result, output: Path | None, *, force: bool = False, start: bool = False,
+              define: bool = True) -> Plan:
+    from vscen import apply as steps
+
+    ctx = result.ctx
+    plan = Plan()
+    refused: list[str] = []
+    for name in ctx.resolution.host_actions():
+        action = ctx.registry.host_actions[name]
+        for step in action.plan(ctx) or ():
+            plan.steps.append(Step(step.description, step.do, step.undo, owner=name))
+
+    out_dir = (output or default_output_dir()) / ctx.settings.name
+    path = out_dir / "domain.xml"
+    plan.xml_path = path
+    if path.exists():
+        try:
+            same = path.read_text() == result.xml
+        except OSError as exc:
+            raise ExistsError(f"output: {path} exists and cannot be read ({exc.strerror})") from None
+        if same:
+            plan.unchanged.append(f"{path} is up to date")
+        elif force:
+            plan.steps.append(steps.write_file(path, result.xml))
+        else:
+            refused.append(f"output: {path} exists with other content (use --force to replace it)")
+    else:
+        plan.steps.append(steps.write_file(path, result.xml))
+
+    conn = result.connection
+    if define and conn is not None:
+        existing = _lookup(conn, ctx.settings.name)
+        if existing is None:
+            plan.steps.append(steps.define(conn, result.xml, None))
+        elif _stored_digest(existing) == digest(result.xml):
+            plan.unchanged.append(f"domain {ctx.settings.name} on {conn.uri} is up to date")
+        elif force:
+            plan.steps.append(steps.define(conn, result.xml, existing))
+        else:
+            refused.append(
+                f"domain: '{ctx.settings.name}' exists on {conn.uri} with another definition "
+                "(use --force to redefine it, or --name to choose another name)"
+            )
+        if start:
+            if existing is not None and existing.isActive() and not plan.steps:
+                plan.unchanged.append(f"domain {ctx.settings.name} is running")
+            else:
+                plan.steps.append(steps.start(conn, ctx.settings.name))
+    if refused:
+        raise ExistsError("; ".join(refused), refused)
+    return plan
+
+
+def _lookup(conn, name: str):
+    import libvirt
+
+    try:
+        return conn.conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise LibvirtError(f"{conn.uri}: cannot look up domain '{name}': {exc.get_error_message()}") from None
+
+
+def _stored_digest(dom) -> str | None:
+    import libvirt
+    from lxml import etree
+
+    try:
+        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    except libvirt.libvirtError:
+        return None
+    return etree.fromstring(meta.encode()).get("digest")
