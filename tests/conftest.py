@@ -58,3 +58,24 @@ def _isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
     monkeypatch.delenv("VSCEN_DISABLED_PLUGINS", raising=False)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite the golden XML files under tests/data/golden from the current output")
+
+
+@pytest.fixture
+def regen_golden(request) -> bool:
+    return request.config.getoption("--regen-golden")
+
+
+def qemu_system():
+    """An open qemu:///system connection, or None when no libvirt daemon runs here."""
+    try:
+        import libvirt
+
+        libvirt.registerErrorHandler(lambda _c, _e: None, None)
+        return libvirt.open("qemu:///system")
+    except Exception:
+        return None

@@ -245,7 +245,7 @@ def plugins(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     pm, _ = _load()
     infos = sorted(pm.infos.values(), key=lambda i: i.name)
     if json_:
-        typer.echo(json.dumps([i.__dict__ for i in infos], indent=2))
+        typer.echo(json.dumps([i.as_dict() for i in infos], indent=2))
         return
     for i in infos:
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(i.registers.items())) or "nothing"
@@ -345,7 +345,12 @@ def main() -> None:
     except VscenError as exc:
         if _state["debug"]:
             raise
-        err(f"error: {exc}")
+        if exc.summary and len(exc.problems) > 1:
+            err(f"error: {exc.summary} ({len(exc.problems)} problems):")
+            for problem in exc.problems:
+                err(f"  - {problem}")
+        else:
+            err(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err("error: interrupted")

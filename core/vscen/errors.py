@@ -18,9 +18,11 @@ class VscenError(Exception):
 
     exit_code = EXIT_ERROR
 
-    def __init__(self, message: str, problems: list[str] | None = None):
+    def __init__(self, message: str, problems: list[str] | None = None, summary: str = ""):
         super().__init__(message)
         self.problems = list(problems or [])
+        #: what went wrong as a whole, when there are several problems
+        self.summary = summary
 
 
 class UsageError(VscenError):
@@ -69,4 +71,4 @@ def raise_all(exc_type: type[VscenError], what: str, problems: list[str]) -> Non
         return
     if len(problems) == 1:
         raise exc_type(problems[0], problems)
-    raise exc_type(f"{what}: " + "; ".join(problems), problems)
+    raise exc_type(f"{what}: " + "; ".join(problems), problems, summary=what)

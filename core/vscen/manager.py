@@ -23,13 +23,33 @@ class PluginInfo:
     """What ``vscen plugins`` shows for one entry point."""
 
     name: str
-    distribution: str
-    version: str
     module: str
+    #: the importlib.metadata Distribution, read only when its name or version is asked for
+    #: (parsing every distribution's metadata would cost each command start-up time)
+    dist: object = field(default=None, repr=False, compare=False)
+    _distribution: str = ""
+    _version: str = ""
     status: str = "loaded"  # loaded | disabled | broken
     reason: str = ""
     hooks: list[str] = field(default_factory=list)
     registers: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def distribution(self) -> str:
+        if not self._distribution and self.dist is not None:
+            self._distribution = self.dist.metadata["Name"]
+        return self._distribution or "?"
+
+    @property
+    def version(self) -> str:
+        if not self._version and self.dist is not None:
+            self._version = self.dist.version
+        return self._version or "?"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "module": self.module, "status": self.status, "reason": self.reason,
+                "hooks": self.hooks, "registers": self.registers}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -42,6 +62,8 @@ class PluginManager(pluggy.PluginManager):
 
     def mark_broken(self, name: str, reason: str) -> None:
         info = self.infos[name]
+        if info.status == "broken" and info.reason and reason not in info.reason.split("; "):
+            reason = f"{info.reason}; {reason}"  # keep every reason, not just the last one
         info.status, info.reason = "broken", reason
         plugin = self.get_plugin(name)
         if plugin is not None:
@@ -77,13 +99,7 @@ def get_plugin_manager(
         for ep in sorted(importlib_metadata.entry_points(group=GROUP), key=lambda e: e.name):
             if ep.name in pm.infos:
                 continue  # the same distribution seen twice on sys.path
-            dist = ep.dist
-            info = PluginInfo(
-                name=ep.name,
-                distribution=dist.metadata["Name"] if dist else "?",
-                version=dist.version if dist else "?",
-                module=ep.value,
-            )
+            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
             pm.infos[ep.name] = info
             if ep.name in blocked:
                 info.status, info.reason = "disabled", f"listed in {DISABLE_ENV}"
@@ -93,7 +109,8 @@ def get_plugin_manager(
             except Exception as exc:  # a broken plugin must not take the others down
                 info.status, info.reason = "broken", f"{type(exc).__name__}: {exc}"
     for name, obj in plugins:
-        pm.infos[name] = PluginInfo(name=name, distribution="(in-process)", version="", module="")
+        pm.infos[name] = PluginInfo(name=name, module=getattr(obj, "__name__", ""),
+                                    _distribution="(in-process)", _version="-")
         try:
             pm.register(obj, name=name)
         except Exception as exc:

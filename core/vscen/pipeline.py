@@ -28,7 +28,10 @@ class Request:
     #: plugins given in-process as (name, object), for tests and embedding
     plugins: tuple = ()
     entry_points: bool = True
+    #: what libvirt knows (default: the installed one); for rendering for a newer libvirt
     support: Any = None
+    #: validate against the installed libvirt's schema (off only when rendering for another)
+    schema: bool = True
 
 
 @dataclass
@@ -68,7 +71,11 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     if not request.scenarios and not request.add:
         raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
     pm, reg = load(request)
-    resolution = resolve(reg, request.scenarios, request.add, request.remove)
+    try:
+        resolution = resolve(reg, request.scenarios, request.add, request.remove)
+        rule_problems: list[str] = []
+    except RulesError as exc:
+        resolution, rule_problems = None, exc.problems
 
     layers = config_layers(request.config)
     file_conf: dict[str, Any] = {}
@@ -76,12 +83,14 @@ def render(request: Request, keep_connection: bool = True) -> Result:
         file_conf.update(values)
     connect = request.connect or file_conf.pop("connect", None)
     layers = [(label, {k: v for k, v in values.items() if k not in ("connect", "output")}) for label, values in layers]
-    defaults = [(s.name, dict(s.defaults)) for s in resolution.scenarios]
+    chosen = resolution.scenarios if resolution else [reg.scenarios[n] for n in request.scenarios]
+    defaults = [(s.name, dict(s.defaults)) for s in chosen]
     name = "-".join(request.scenarios) or "-".join(request.add)
     base = [("default", {"name": name})]
     options = [("option", {k: v for k, v in request.options.items() if v is not None})]
     settings, clashes = build_settings(defaults, base + layers + options, request.disks)
-    raise_all(RulesError, "the chosen scenarios set different defaults", clashes)
+    # every reason at once: the rules' and the scenarios' clashing defaults
+    raise_all(RulesError, "the chosen scenarios and features cannot be combined", rule_problems + clashes)
 
     facts, connection = _facts(request, connect, settings)
     arch = settings.arch or facts.arch
@@ -112,7 +121,8 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     owners = {path: who for path, value, who in domain.explain() if not value}
     for path, _value in customised:
         owners[path.rsplit("/@", 1)[0]] = "user (--set)"
-    check_schema(xml, owner_of=lambda p: owners.get(p, ""))
+    if request.schema:
+        check_schema(xml, owner_of=lambda p: owners.get(p, ""))
     ctx.xml = etree.fromstring(xml.encode())
     domain_checks = run_domain_validators(ctx, [v for v in reg.validators.values() if v.kind == "domain"])
     fails = [c for c in domain_checks if c.status == "fail"]

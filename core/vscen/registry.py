@@ -89,16 +89,18 @@ def declaration_problems(reg: Registry) -> dict[str, list[str]]:
         for a in item.host_actions:
             if a not in reg.host_actions:
                 bad.append(f"{item.kind} '{name}' names unknown host action '{a}'")
-        pulled = _closure(items, name)
-        if name in pulled - {name}:
+        reached = _closure(items, name)
+        if name in reached:
             bad.append(f"{item.kind} '{name}' implies itself (a cycle)")
         for c in item.conflicts:
-            if c.name in pulled:
+            if c.name in reached | {name}:
                 bad.append(f"{item.kind} '{name}' conflicts with '{c.name}', which it implies")
     return {k: v for k, v in problems.items() if v}
 
 
 def _closure(items: dict[str, Rules], name: str) -> set[str]:
+    """Names reached from *name* through pulls (implies, a scenario's features); *name*
+    itself only if it is on a cycle."""
     seen: set[str] = set()
     todo = [name]
     while todo:
@@ -107,7 +109,7 @@ def _closure(items: dict[str, Rules], name: str) -> set[str]:
             if ref not in seen:
                 seen.add(ref)
                 todo.append(ref)
-    return seen | {name}
+    return seen
 
 
 def _drop_inconsistent(reg: Registry, pm: PluginManager) -> None:

@@ -91,29 +91,39 @@ def resolve(
         if name in add:
             problems.append(f"feature '{name}' is both added and removed")
     chosen = {n: items[n] for n in res.why}
+    clashes: dict[frozenset, list[str]] = {}
     for item in chosen.values():
-        owner = reg.plugin_of(item.name)
         for ref in item.requires:
             if ref not in chosen:
                 how = "it was removed" if ref in remove else f"add it with --feature +{ref}"
-                if ref in reg.scenarios:
-                    how = "it was not chosen" if ref not in remove else how
+                if ref in reg.scenarios and ref not in remove:
+                    how = "it was not chosen"
                 problems.append(f"{item.kind} '{item.name}' requires '{ref}' ({how})")
         for c in item.conflicts:
             if c.name in chosen:
-                problems.append(
-                    f"{item.kind} '{item.name}' conflicts with '{c.name}': {c.reason} "
-                    f"(rule of plugin '{owner}'; {_path(res, item.name)} and {_path(res, c.name)})"
-                )
+                # a conflict declared on both sides is one problem, with both reasons
+                pair = frozenset((item.name, c.name))
+                why = f"{c.reason} (rule of plugin '{reg.plugin_of(item.name)}')"
+                if pair not in clashes:
+                    problems.append(pair)
+                if not any(w.startswith(c.reason + " (") for w in clashes.get(pair, [])):
+                    clashes.setdefault(pair, []).append(why)
         if arch and item.arches and arch not in item.arches:
             problems.append(
                 f"{item.kind} '{item.name}' supports {', '.join(item.arches)}, not {arch}"
             )
+    problems = [_conflict(res, chosen, p, clashes[p]) if isinstance(p, frozenset) else p for p in problems]
     raise_all(RulesError, "the chosen scenarios and features cannot be combined", problems)
 
     res.items = _order(chosen)
     res.why = {i.name: res.why[i.name] for i in res.items}
     return res
+
+
+def _conflict(res: Resolution, chosen: dict, pair: frozenset, reasons: list[str]) -> str:
+    a, b = sorted(pair)
+    return (f"{chosen[a].kind} '{a}' conflicts with {chosen[b].kind} '{b}': {'; '.join(reasons)}; "
+            f"{_path(res, a)}, {_path(res, b)}")
 
 
 def _path(res: Resolution, name: str) -> str:

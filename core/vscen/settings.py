@@ -270,12 +270,12 @@ def build_settings(
                 values[key], sources[key] = value, label
     problems = [
         f"{key}: scenario '{a[0]}' wants '{a[1]}' and scenario '{b[0]}' wants '{b[1]}'; "
-        f"set it yourself to decide (--{key.replace('disk.', 'disk ').replace('_', '-')} ...)"
+        f"set it yourself to decide ({_option_hint(key)})"
         for key, a, b in conflicts
         if not sources[key].startswith(("option", "config"))
     ]
 
-    unknown = [k for k in values if k not in _KNOWN and not k.startswith("disk.")]
+    unknown = [k for k in values if k not in _KNOWN and not (k.startswith("disk.") and k[5:] in DISK_KEYS)]
     if unknown:
         raise UsageError(f"settings: unknown key '{unknown[0]}'; known keys are {', '.join(sorted(_KNOWN))}")
     if not values.get("name"):
@@ -284,7 +284,8 @@ def build_settings(
     if memory < 1024:
         raise UsageError(f"memory: '{values['memory']}' is too small; give at least 1MiB")
     try:
-        vcpu = int(values["vcpu"])
+        # TOML gives bools and floats: refuse them rather than truncate (True -> 1, 2.7 -> 2)
+        vcpu = 0 if isinstance(values["vcpu"], (bool, float)) else int(values["vcpu"])
     except (TypeError, ValueError):
         vcpu = 0
     if vcpu < 1 or vcpu > 4096:
@@ -318,6 +319,12 @@ def build_settings(
         sources=sources,
     )
     return settings, problems
+
+
+def _option_hint(key: str) -> str:
+    if key.startswith("disk."):
+        return f"--disk {key[5:]}=VALUE"
+    return f"--{key.replace('_', '-')} VALUE"
 
 
 def _as_list(value) -> list:

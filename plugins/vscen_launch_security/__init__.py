@@ -1,1 +1,150 @@
-"""vscen built-in plugin (to be written)."""
+"""Confidential computing: encrypted guest memory (AMD SEV family, Intel TDX).
+
+- ``launch-security``: ``<launchSecurity>`` of the strongest type that the host offers *and*
+  the installed libvirt can express: SEV-SNP (integrity-protected memory and attestation
+  reports) or TDX, else SEV-ES (registers encrypted too), else SEV. A host offers one family,
+  so "SNP before TDX" never has to choose between them. The SEV family's ``cbitpos`` and
+  ``reducedPhysBits`` are the host's (from its domain capabilities): they differ per CPU
+  generation and a wrong value fails the launch. Policies: ``0x0003`` for SEV (no debugging,
+  no key sharing with other guests), ``0x0007`` for SEV-ES (the same plus the ES bit; libvirt
+  spells SEV-ES as ``type='sev'`` with that policy), ``0x00030000`` for SNP (the reserved bit
+  17 that must be set, plus SMT allowed), ``0x10000000`` for TDX (SEPT_VE_DISABLE: the guest
+  is not told about EPT violations it could be tricked with). Where nothing fits nothing is
+  written: the ``confidential-computing`` host check fails the run and says what to enable.
+  The feature pulls in UEFI (the guest measures its boot), ``iommu-platform`` and locked
+  memory (encrypted pages must never be swapped), and conflicts with what would cross the
+  confidentiality boundary.
+- ``iommu-platform``: an encrypted guest's virtio devices cannot read guest memory directly;
+  ``iommu='on'`` (VIRTIO_F_ACCESS_PLATFORM) makes them use the DMA API, so the guest bounces
+  I/O through shared, unencrypted buffers. Applied in ``finish``, after every feature has added
+  its devices; a virtio-serial controller is added explicitly where there are virtio channels,
+  because libvirt's implicit one would not get the flag.
+"""
+
+from __future__ import annotations
+
+from vscen import Conflict, Feature, hookimpl
+
+SEV_FAMILY = ("sev-snp", "sev-es", "sev")
+#: the names users know, for notes
+LABELS = {"tdx": "TDX", "sev-snp": "SEV-SNP", "sev-es": "SEV-ES", "sev": "SEV"}
+POLICY = {"sev": "0x0003", "sev-es": "0x0007", "sev-snp": "0x00030000", "tdx": "0x10000000"}
+
+
+def choose(ctx) -> str | None:
+    """The strongest type the host offers (``host.launch_security`` is strongest first)
+    that the installed libvirt knows; notes the stronger ones it had to pass over."""
+    skipped = []
+    for sectype in ctx.host.launch_security:
+        if sectype not in POLICY:  # a type this plugin cannot write (s390-pv...)
+            continue
+        if ctx.support.knows(sectype):
+            for other in skipped:
+                ctx.note(f"launch-security: {LABELS.get(other, other)} is offered by the host but the "
+                         f"installed libvirt's schema does not know it: using {LABELS[sectype]}")
+            return sectype
+        skipped.append(sectype)
+    if skipped:
+        ctx.note(f"launch-security: the host offers {', '.join(LABELS.get(t, t) for t in skipped)} but the installed "
+                 "libvirt knows none of them: no launch security is written")
+    else:
+        ctx.note("launch-security: the host offers no launch security type (SEV, SEV-ES, "
+                 "SEV-SNP or TDX): no launch security is written")
+    return None
+
+
+def apply_launch_security(domain, ctx) -> None:
+    sectype = choose(ctx)
+    if sectype is None:
+        return
+    ls = domain.ensure("launchSecurity")
+    if sectype in SEV_FAMILY:
+        ls.set(type="sev-snp" if sectype == "sev-snp" else "sev")
+        sev = ctx.host.sev
+        if sev is not None:
+            ls.ensure("cbitpos").text(sev.cbitpos)
+            ls.ensure("reducedPhysBits").text(sev.reduced_phys_bits)
+        else:
+            ctx.note("launch-security: the host facts carry no SEV parameters: libvirt fills "
+                     "in cbitpos and reducedPhysBits")
+    else:
+        ls.set(type=sectype)
+    ls.ensure("policy").text(POLICY[sectype])
+    ctx.note(f"launch-security: using {LABELS[sectype]} (policy {POLICY[sectype]}), the "
+             "strongest type the host offers and the installed libvirt knows")
+
+
+def _virtio_devices(devices):
+    """Every device element in *devices* that is a virtio device and has a <driver>."""
+    def model(el, attr="type"):
+        found = el.find("model")
+        return (found.get(attr) if found is not None else None) or ""
+
+    for disk in devices.findall("disk"):
+        target = disk.find("target")
+        if target is not None and target.get("bus") == "virtio":
+            yield disk
+    for iface in devices.findall("interface"):
+        if model(iface).startswith("virtio"):
+            yield iface
+    for tag in ("memballoon", "rng"):
+        for dev in devices.findall(tag):
+            if (dev.get("model") or "").startswith("virtio"):
+                yield dev
+    for video in devices.findall("video"):
+        if model(video) == "virtio":
+            yield video
+    for fs in devices.findall("filesystem"):
+        driver = fs.find("driver")
+        if driver is not None and driver.get("type") == "virtiofs":
+            yield fs
+    for ctrl in devices.findall("controller"):
+        if ctrl.get("type") == "virtio-serial" or (ctrl.get("model") or "").startswith("virtio"):
+            yield ctrl
+    for inp in devices.findall("input", bus="virtio"):
+        yield inp
+
+
+def finish_iommu(domain, ctx) -> None:
+    devices = domain.find("devices")
+    if devices is None:
+        return
+    virtio_ports = [el for tag in ("channel", "console") for el in devices.findall(tag)
+                    if (t := el.find("target")) is not None and t.get("type") == "virtio"]
+    if virtio_ports and devices.find("controller", type="virtio-serial") is None:
+        devices.add("controller", type="virtio-serial", index=0)
+    for dev in _virtio_devices(devices):
+        dev.ensure("driver").set(iommu="on")
+
+
+FEATURES = (
+    Feature(
+        name="launch-security",
+        summary="encrypted guest memory: SEV-SNP/TDX, else SEV-ES, else SEV",
+        category="launch security",
+        implies=("uefi", "iommu-platform", "locked-memory"),
+        conflicts=(
+            Conflict("cpu-migratable", "a confidential guest cannot live-migrate"),
+            Conflict("host-filesystem", "host file sharing crosses the confidentiality boundary"),
+            Conflict("memballoon", "the host cannot reclaim encrypted memory"),
+        ),
+        validators=("confidential-computing",),
+        details="<launchSecurity> of the strongest type offered by the host and known to "
+                "libvirt; SEV family with the host's cbitpos and reducedPhysBits",
+        apply=apply_launch_security,
+    ),
+    Feature(
+        name="iommu-platform",
+        summary="virtio devices go through the IOMMU (DMA API)",
+        category="launch security",
+        details="finish: iommu='on' on the <driver> of every virtio device; a virtio-serial "
+                "controller with iommu='on' where there are virtio channels",
+        finish=finish_iommu,
+    ),
+)
+
+
+@hookimpl
+def vscen_register_features(register):
+    for feature in FEATURES:
+        register(feature)

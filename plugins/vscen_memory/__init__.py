@@ -1,1 +1,118 @@
-"""vscen built-in plugin (to be written)."""
+"""Guest memory: huge pages, locking and the balloon.
+
+- ``hugepages``: guest memory backed by the largest huge page size the host has enough
+  *free* pages of: fewer TLB misses and page walks for memory-heavy work. The pages are looked
+  for in the NUMA cell ``vcpu-pinning`` binds the memory to (the same choice as that feature
+  makes), else across the host. A size is used only when the guest memory is a whole number of
+  its pages (QEMU refuses a remainder). Where no size fits, the guest uses normal pages and a
+  note says how many pages to reserve; the ``hugepages`` host check reports it too.
+- ``locked-memory``: ``<locked/>`` keeps guest memory out of swap (latency, and for
+  confidential guests no encrypted pages written to disk). libvirt lifts QEMU's memlock
+  limit itself, so no ``<memtune>`` is needed (it needs CAP_SYS_RESOURCE to, which a system
+  libvirtd has but one in an unprivileged container has not).
+- ``memballoon``: a virtio balloon that gives memory back to the host: ``autodeflate`` returns
+  it to the guest before the guest's OOM killer runs, ``freePageReporting`` hands free guest
+  pages to the host continuously.
+- ``no-memballoon``: ``model='none'``, because libvirt adds a balloon unless told not to, and
+  a balloon cannot reclaim memory that is locked, on huge pages or encrypted.
+"""
+
+from __future__ import annotations
+
+from vscen import Conflict, Feature, hookimpl
+
+BASE_PAGE_KIB = 4
+#: the page size to suggest reserving where the host offers no huge page size at all
+DEFAULT_HUGE_KIB = 2048
+
+
+def _pinned_cell(ctx):
+    """The NUMA cell vcpu-pinning chooses (same rule: enough CPUs, one more for the
+    emulator where possible, and enough memory), or None."""
+    if not ctx.has("vcpu-pinning"):
+        return None
+    vcpu, memory = ctx.settings.vcpu, ctx.settings.memory
+    fits = [c for c in ctx.host.cells if len(c.cpus) >= vcpu and c.memory_kib >= memory]
+    return next((c for c in fits if len(c.cpus) > vcpu), fits[0] if fits else None)
+
+
+def apply_hugepages(domain, ctx) -> None:
+    memory = ctx.settings.memory
+    cell = _pinned_cell(ctx)
+    cells = (cell,) if cell is not None else ctx.host.cells
+    where = f"NUMA cell {cell.id}" if cell is not None else "the host"
+    sizes = set(ctx.host.page_sizes).union(*(c.pages for c in ctx.host.cells))
+    huge = sorted((s for s in sizes if s > BASE_PAGE_KIB), reverse=True)
+    for size in huge:
+        if memory % size:
+            continue
+        if sum(c.free(size) for c in cells) >= memory // size:
+            domain.ensure("memoryBacking/hugepages").child("page", size=size, unit="KiB")
+            ctx.note(f"hugepages: guest memory backed by {size} KiB pages of {where}")
+            return
+    size = min(huge, default=DEFAULT_HUGE_KIB)
+    count = -(-memory // size)
+    if cell is not None:
+        how = f"echo {count} > /sys/devices/system/node/node{cell.id}/hugepages/hugepages-{size}kB/nr_hugepages"
+    elif size == DEFAULT_HUGE_KIB:
+        how = f"sysctl vm.nr_hugepages={count}"
+    else:
+        # vm.nr_hugepages only reserves pages of the default huge page size
+        how = f"echo {count} > /sys/kernel/mm/hugepages/hugepages-{size}kB/nr_hugepages"
+    odd = f", and give a memory size that is a multiple of {size} KiB" if memory % size else ""
+    ctx.note(f"hugepages: no free huge pages for {memory} KiB in {where}: reserve {count} "
+             f"pages of {size} KiB ({how}){odd}; using normal pages")
+
+
+def apply_locked(domain, ctx) -> None:
+    domain.ensure("memoryBacking/locked")
+
+
+def apply_memballoon(domain, ctx) -> None:
+    domain.ensure("devices/memballoon").set(model="virtio", autodeflate="on", freePageReporting="on")
+
+
+def apply_no_memballoon(domain, ctx) -> None:
+    domain.ensure("devices/memballoon").set(model="none")
+
+
+FEATURES = (
+    Feature(
+        name="hugepages",
+        summary="guest memory on the largest huge pages the host has free",
+        category="memory",
+        validators=("hugepages",),
+        details="<memoryBacking><hugepages><page size=S unit='KiB'/>: the largest size with "
+                "enough free pages (in the pinned NUMA cell if any); normal pages and a note otherwise",
+        apply=apply_hugepages,
+    ),
+    Feature(
+        name="locked-memory",
+        summary="guest memory locked in host RAM (never swapped)",
+        category="memory",
+        details="<memoryBacking><locked/>",
+        apply=apply_locked,
+    ),
+    Feature(
+        name="memballoon",
+        summary="virtio balloon with auto-deflate and free page reporting",
+        category="memory",
+        conflicts=(Conflict("no-memballoon", "a guest has a balloon or not"),),
+        details="<memballoon model='virtio' autodeflate='on' freePageReporting='on'>",
+        apply=apply_memballoon,
+    ),
+    Feature(
+        name="no-memballoon",
+        summary="no balloon device",
+        category="memory",
+        conflicts=(Conflict("memballoon", "a guest has a balloon or not"),),
+        details="<memballoon model='none'/>",
+        apply=apply_no_memballoon,
+    ),
+)
+
+
+@hookimpl
+def vscen_register_features(register):
+    for feature in FEATURES:
+        register(feature)
