@@ -102,6 +102,8 @@ def render(request: Request, keep_connection: bool = True) -> Result:
                   support=request.support or Support.installed(), registry=reg,
                   uri=connection.uri if connection else "")
     ctx.notes.extend(facts.notes)
+    if settings.virt_type is None and not facts.kvm:
+        ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
     if connection is not None and connection.note:
         ctx.notes.insert(0, connection.note)
 

@@ -27,12 +27,7 @@ def probe(connection, arch: str | None, machine: str | None, virt_type: str | No
             f"{connection.uri}: no domain capabilities for arch={arch or 'host'} "
             f"machine={machine or 'default'} ({'; '.join(errors)})"
         )
-    facts = parse(caps, domcaps, connection.uri, free_pages=_free_pages(conn, caps))
-    if virt_type is None and facts.domain_type == "qemu":
-        from dataclasses import replace
-
-        facts = replace(facts, notes=facts.notes + ("the host offers no KVM: domain type qemu (TCG, slow)",))
-    return facts
+    return parse(caps, domcaps, connection.uri, free_pages=_free_pages(conn, caps))
 
 
 def _free_pages(conn, caps_xml: str) -> dict[int, dict[int, int]] | None:
