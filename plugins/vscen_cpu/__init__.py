@@ -10,7 +10,10 @@
   the guest can move between identical hosts; ``host-model`` where passthrough is not offered.
 - ``vcpu-pinning``: each vCPU pinned to its own host CPU of one NUMA cell, the emulator
   threads to the cell's other CPUs, and the memory bound to that cell (``strict``): no
-  cross-node memory traffic and no vCPU sharing a host CPU with QEMU's own threads.
+  cross-node memory traffic and no vCPU sharing a host CPU with QEMU's own threads. The
+  order follows the host's cores: where the guest has SMT threads (``cpu-passthrough``
+  mirrors the host's), the threads of one guest core land on the sibling threads of one host
+  core; without, each vCPU gets a physical core of its own while there are enough.
 """
 
 from __future__ import annotations
@@ -86,17 +89,36 @@ def apply_pinning(domain, ctx) -> None:
                  f"{ctx.settings.memory} KiB ({sizes}): vCPUs are not pinned")
         return
     vcpu = ctx.settings.vcpu
+    order = pin_order(cell, guest_threads(domain))
+    chosen = order[:vcpu]
     tune = domain.ensure("cputune")
-    for i, host_cpu in enumerate(cell.cpus[:vcpu]):
+    for i, host_cpu in enumerate(chosen):
         tune.child("vcpupin", vcpu=i).set(cpuset=host_cpu)
-    rest = cell.cpus[vcpu:]
+    rest = [c for c in cell.cpus if c not in chosen]
     if rest:
         tune.ensure("emulatorpin").set(cpuset=cpuset(rest))
     else:
         ctx.note(f"vcpu-pinning: NUMA cell {cell.id} has no CPU left for the emulator "
                  "threads: they float")
     domain.ensure("numatune/memory").set(mode="strict", nodeset=cell.id)
-    ctx.note(f"vcpu-pinning: vCPUs pinned to CPUs {cpuset(cell.cpus[:vcpu])} of NUMA cell {cell.id}")
+    ctx.note(f"vcpu-pinning: vCPUs pinned to CPUs {cpuset(chosen)} of NUMA cell {cell.id}")
+
+
+def guest_threads(domain) -> int:
+    """Threads per core of the guest's topology, where a CPU feature set one."""
+    topology = domain.find("cpu/topology")
+    value = topology.get("threads") if topology is not None else None
+    return int(value) if value and value.isdigit() else 1
+
+
+def pin_order(cell, threads: int) -> list[int]:
+    """The cell's CPUs in the order vCPUs take them: sibling threads together where the guest
+    has SMT, else one thread of each core first, the siblings after."""
+    cores = cell.cores or tuple((c,) for c in cell.cpus)
+    if threads > 1:
+        return [cpu for core in cores for cpu in core]
+    firsts = [core[0] for core in cores]
+    return firsts + [cpu for core in cores for cpu in core[1:]]
 
 
 FEATURES = (
@@ -124,7 +146,8 @@ FEATURES = (
         category="cpu",
         details="<cputune> vcpupin per vCPU and emulatorpin to one NUMA cell with enough CPUs "
                 "and memory; <numatune><memory mode='strict'>",
-        apply=apply_pinning,
+        # in finish: the guest topology set by a CPU feature decides the order
+        finish=apply_pinning,
     ),
 )
 

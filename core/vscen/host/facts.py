@@ -23,6 +23,8 @@ class NumaCell:
     pages: dict[int, int] = field(default_factory=dict, compare=False)
     #: page size (KiB) -> free pages, where known (live hosts); else None
     free_pages: dict[int, int] | None = field(default=None, compare=False)
+    #: the cell's CPUs grouped by physical core (SMT siblings together), in core order
+    cores: tuple[tuple[int, ...], ...] = ()
 
     def free(self, size_kib: int) -> int:
         source = self.free_pages if self.free_pages is not None else self.pages
@@ -96,6 +98,16 @@ def _cpulist(cell) -> tuple[int, ...]:
     return tuple(sorted(_int(c.get("id")) for c in cell.iterfind("cpus/cpu")))
 
 
+def _cores(cell) -> tuple[tuple[int, ...], ...]:
+    """CPUs grouped by (socket, die, core); a CPU without those ids is a core of its own."""
+    groups: dict[tuple, list[int]] = {}
+    for c in cell.iterfind("cpus/cpu"):
+        cid = _int(c.get("id"))
+        key = (c.get("socket_id"), c.get("die_id"), c.get("core_id")) if c.get("core_id") is not None else ("cpu", cid)
+        groups.setdefault(key, []).append(cid)
+    return tuple(sorted((tuple(sorted(g)) for g in groups.values()), key=lambda g: g[0]))
+
+
 def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
           free_pages: dict[int, dict[int, int]] | None = None) -> HostFacts:
     """Facts from libvirt's capabilities and domain capabilities (either may be missing)."""
@@ -120,6 +132,7 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
                 id=cid, memory_kib=_int(cell.findtext("memory")), cpus=_cpulist(cell),
                 pages={_int(p.get("size")): _int(p.text) for p in cell.iterfind("pages")},
                 free_pages=None if free_pages is None else free_pages.get(cid, {}),
+                cores=_cores(cell),
             ))
         kw["cells"] = tuple(cells)
         kw["page_sizes"] = tuple(sorted(set(kw["page_sizes"]).union(*(c.pages for c in cells))))
