@@ -82,6 +82,23 @@ def write_file(path: Path, text: str) -> Step:
     return Step(f"write {path}", do, undo, owner="vscen")
 
 
+def _with_uuid(xml: str, uuid: str) -> str:
+    """*xml* with ``<uuid>`` *uuid* after ``<name>``, unless it has a UUID already."""
+    from lxml import etree
+
+    root = etree.fromstring(xml.encode())
+    if root.find("uuid") is not None:
+        return xml
+    el = etree.Element("uuid")
+    el.text = uuid
+    name = root.find("name")
+    if name is not None:
+        name.addnext(el)
+    else:
+        root.insert(0, el)
+    return etree.tostring(root, encoding="unicode")
+
+
 def define(conn, xml: str, existing) -> Step:
     import libvirt
 
@@ -90,10 +107,13 @@ def define(conn, xml: str, existing) -> Step:
     state: dict = {}
 
     def do():
+        text = xml
         if existing is not None:
             state["old"] = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+            # libvirt redefines a domain of the same name only under the same UUID
+            text = _with_uuid(xml, existing.UUIDString())
         try:
-            dom = conn.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            dom = conn.conn.defineXMLFlags(text, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, f'<guest digest="{digest(xml)}"/>',
                             "vscen", METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:

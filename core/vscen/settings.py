@@ -275,6 +275,11 @@ def build_settings(
         if not sources[key].startswith(("option", "config"))
     ]
 
+    if "disk" in values:
+        raise UsageError(
+            f"disk: '{values['disk']}' must be a table of {', '.join(DISK_KEYS[1:])} "
+            "([disk] in a config file); disks themselves are given with --disk"
+        )
     unknown = [k for k in values if k not in _KNOWN and not (k.startswith("disk.") and k[5:] in DISK_KEYS)]
     if unknown:
         raise UsageError(f"settings: unknown key '{unknown[0]}'; known keys are {', '.join(sorted(_KNOWN))}")
@@ -334,4 +339,4 @@ def _as_list(value) -> list:
 
 
 _KNOWN = {"filesystem", "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
-          "network", "graphics", "connect", "output", "disk"}
+          "network", "graphics", "connect", "output"}
