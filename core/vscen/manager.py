@@ -65,6 +65,7 @@ class PluginManager(pluggy.PluginManager):
         if info.status == "broken" and info.reason and reason not in info.reason.split("; "):
             reason = f"{info.reason}; {reason}"  # keep every reason, not just the last one
         info.status, info.reason = "broken", reason
+        info.registers, info.hooks = {}, []  # nothing it registered is used
         plugin = self.get_plugin(name)
         if plugin is not None:
             self.unregister(plugin)

@@ -66,13 +66,35 @@ def schema_errors(xml_text: str, schema: str = "domain.rng", owner_of=None) -> l
     by_line = {}
     for el in root.iter():
         by_line.setdefault(el.sourceline, el)
+    messages = [(err.path or (tree.getpath(by_line[err.line]) if err.line in by_line else ""), err.message)
+                for err in rng.error_log]
+    # RelaxNG reports an error inside an interleave at the enclosing element: narrow it down
+    culprit = _culprit(root, rng)
     out = []
-    for err in rng.error_log:
-        el = by_line.get(err.line)
-        path = tree.getpath(el) if el is not None else f"line {err.line}"
-        who = owner_of(path) if owner_of and el is not None else ""
-        out.append(f"{path}{f' (set by {who})' if who else ''}: {err.message}")
+    if culprit is not None and culprit is not root:
+        path = tree.getpath(culprit)
+        who = owner_of(path) if owner_of else ""
+        out.append(f"{path}{f' (set by {who})' if who else ''}: not valid for this libvirt's schema")
+    for path, message in messages:
+        who = owner_of(path) if owner_of and path else ""
+        out.append(f"{path or 'domain'}{f' (set by {who})' if who else ''}: {message}")
     return list(dict.fromkeys(out))
+
+
+def _culprit(root, rng):
+    """The deepest element whose removal alone makes the document valid (None if none)."""
+    node, found = root, None
+    while True:
+        for child in list(node):
+            index = node.index(child)
+            node.remove(child)
+            valid = rng.validate(root)
+            node.insert(index, child)
+            if valid:
+                node = found = child
+                break
+        else:
+            return found
 
 
 def check_schema(xml_text: str, owner_of=None) -> None:
