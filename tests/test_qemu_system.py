@@ -52,7 +52,8 @@ def cleanup(conn, name: str) -> None:
 def test_start_tcg_guest_on_qemu_system(system_conn, workdir, tmp_path, scenario, fmt):
     import libvirt
 
-    from vscen.apply import apply
+    from vscen.apply import apply, rollback
+    from vscen.journal import Journal
     from vscen.pipeline import Request, render
     from vscen.plan import make_plan
 
@@ -68,7 +69,8 @@ def test_start_tcg_guest_on_qemu_system(system_conn, workdir, tmp_path, scenario
     try:
         assert result.ctx.host.source == "qemu:///system"
         plan = make_plan(result, tmp_path, start=True)
-        apply(plan)
+        journal = Journal.open(plan.out_dir, name, "qemu:///system")
+        apply(plan, journal, result.connection, result.ctx.registry)
         dom = system_conn.lookupByName(name)
         assert dom.isActive(), f"{name} is not running"
         state, _ = dom.state()
@@ -76,6 +78,9 @@ def test_start_tcg_guest_on_qemu_system(system_conn, workdir, tmp_path, scenario
         # a second identical run changes nothing
         again = make_plan(render(request), tmp_path, start=True)
         assert again.steps == [], [s.description for s in again.steps]
+        # what vscen destroy does: take back every journalled record
+        assert rollback(list(journal.entries), journal, result.connection, result.ctx.registry) == []
+        assert not plan.out_dir.exists()
     finally:
         cleanup(system_conn, name)
         if result.connection is not None:

@@ -1,7 +1,8 @@
-"""Apply a plan step by step; on any failure, undo what this run did, newest first.
+"""Apply a plan step by step, journalling each change; on any failure, take back what this
+run did, newest first, so that a failed run leaves the host as it found it.
 
-Each step's ``do`` returns nothing and its ``undo`` puts back exactly what ``do`` changed, so a
-failed run leaves the host as it found it.
+Taking back goes through the records only (the owner's ``undo(connection, record)``), the same
+path ``vscen destroy`` takes later: what rollback does is what destroy does.
 """
 
 from __future__ import annotations
@@ -13,34 +14,53 @@ from pathlib import Path
 from vscen.errors import LibvirtError, VscenError
 from vscen.model import Step
 
+CORE = "vscen"
 
-def apply(plan, progress=None) -> list[Step]:
-    done: list[Step] = []
+
+def apply(plan, journal, connection, registry, progress=None) -> list[dict]:
+    """Run *plan*'s steps; returns the journal entries this run added."""
+    added: list[dict] = []
     for i, step in enumerate(plan.steps, 1):
         if progress:
             progress(i, len(plan.steps), step)
         try:
-            step.do()
-        except Exception as exc:
-            problems = rollback(done)
-            msg = exc if isinstance(exc, VscenError) else f"{type(exc).__name__}: {exc}"
-            tail = f"; rolling back failed too: {'; '.join(problems)}" if problems else "; rolled back"
-            err = exc if isinstance(exc, VscenError) else VscenError(str(msg))
-            raise type(err)(f"{step.description}: {msg}{tail}", getattr(err, "problems", [])) from exc
-        done.append(step)
-    return done
+            record = step.do()
+        except BaseException as exc:
+            problems = rollback(added, journal, connection, registry)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            msg = str(exc) if isinstance(exc, VscenError) else f"{type(exc).__name__}: {exc}"
+            tail = f"; rolling back failed too: {'; '.join(problems)}" if problems else "; rolled back what this run did"
+            cls = type(exc) if isinstance(exc, VscenError) else VscenError
+            raise cls(f"{step.description}: {msg}{tail}") from exc
+        if record:
+            added.append(journal.add(step.owner or CORE, record))
+    return added
 
 
-def rollback(done: list[Step]) -> list[str]:
+def rollback(entries: list[dict], journal, connection, registry, keep_storage: bool = False) -> list[str]:
+    """Take back *entries*, newest first; returns what could not be taken back."""
     problems = []
-    for step in reversed(done):
-        if step.undo is None:
+    for entry in reversed(entries):
+        if keep_storage and entry["record"].get("storage"):
             continue
         try:
-            step.undo()
-        except Exception as exc:  # keep undoing the rest; report what could not be undone
-            problems.append(f"undo '{step.description}': {exc}")
+            undo_entry(entry, connection, registry)
+            journal.remove(entry)
+        except Exception as exc:  # keep taking back the rest; report what stays
+            problems.append(f"{entry['owner']} {entry['record'].get('kind', '')}: {exc}")
     return problems
+
+
+def undo_entry(entry: dict, connection, registry) -> None:
+    owner, record = entry["owner"], entry["record"]
+    if owner == CORE:
+        UNDO[record["kind"]](connection, record)
+        return
+    action = registry.host_actions.get(owner) if registry else None
+    if action is None:
+        raise VscenError(f"no plugin provides host action '{owner}' to take back {record}")
+    action.undo(connection, record)
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -58,28 +78,44 @@ def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def write_file(path: Path, text: str) -> Step:
-    state: dict = {}
+# -- the core's own steps ----------------------------------------------------------------------
 
+
+def make_dirs(path: Path) -> Step:
     def do():
-        created = []
-        for parent in reversed([path.parent, *path.parent.parents]):
-            if not parent.exists():
-                parent.mkdir()
-                created.append(parent)
-        state["dirs"] = created
-        state["old"] = path.read_text() if path.exists() else None
+        created = [p for p in reversed([path, *path.parents]) if not p.exists()]
+        for p in created:
+            p.mkdir()
+        return {"kind": "dirs", "paths": [str(p) for p in created]} if created else None
+
+    return Step(f"create {path}", do, CORE)
+
+
+def _undo_dirs(_conn, record) -> None:
+    from vscen.journal import FILENAME
+
+    for p in map(Path, reversed(record["paths"])):
+        if p.is_dir():
+            # the journal itself is the last thing in the guest's directory
+            (p / FILENAME).unlink(missing_ok=True)
+            p.rmdir()
+
+
+def write_file(path: Path, text: str) -> Step:
+    def do():
+        old = path.read_text() if path.exists() else None
         atomic_write(path, text)
+        return {"kind": "file", "path": str(path), "previous": old}
 
-    def undo():
-        if state.get("old") is not None:
-            atomic_write(path, state["old"])
-        else:
-            path.unlink(missing_ok=True)
-        for parent in reversed(state.get("dirs", [])):
-            parent.rmdir()
+    return Step(f"write {path}", do, CORE)
 
-    return Step(f"write {path}", do, undo, owner="vscen")
+
+def _undo_file(_conn, record) -> None:
+    path = Path(record["path"])
+    if record.get("previous") is not None:
+        atomic_write(path, record["previous"])
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _with_uuid(xml: str, uuid: str) -> str:
@@ -104,12 +140,10 @@ def define(conn, xml: str, existing) -> Step:
 
     from vscen.plan import METADATA_NS, digest
 
-    state: dict = {}
-
     def do():
-        text = xml
+        text, old = xml, None
         if existing is not None:
-            state["old"] = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+            old = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
             # libvirt redefines a domain of the same name only under the same UUID
             text = _with_uuid(xml, existing.UUIDString())
         try:
@@ -118,40 +152,62 @@ def define(conn, xml: str, existing) -> Step:
                             "vscen", METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
             raise LibvirtError(f"libvirt refused the domain: {exc.get_error_message()}") from None
-        state["dom"] = dom
-
-    def undo():
-        if state.get("old"):
-            conn.conn.defineXML(state["old"])
-        elif "dom" in state:
-            # the NVRAM and TPM state were made for this domain by this run: remove them too
-            flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0)
-            try:
-                state["dom"].undefineFlags(flags)
-            except libvirt.libvirtError:
-                state["dom"].undefine()
+        return {"kind": "domain", "name": dom.name(), "uuid": dom.UUIDString(), "previous": old}
 
     verb = "redefine" if existing is not None else "define"
-    return Step(f"{verb} domain on {conn.uri}", do, undo, owner="vscen")
+    return Step(f"{verb} domain on {conn.uri}", do, CORE)
+
+
+def _lookup(conn, record):
+    import libvirt
+
+    try:
+        return conn.conn.lookupByUUIDString(record["uuid"]) if record.get("uuid") else conn.conn.lookupByName(record["name"])
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None  # gone already
+        raise
+
+
+def _undo_domain(conn, record) -> None:
+    import libvirt
+
+    if record.get("previous"):
+        conn.conn.defineXML(record["previous"])
+        return
+    dom = _lookup(conn, record)
+    if dom is None:
+        return
+    if dom.isActive():
+        dom.destroy()
+    # the NVRAM and TPM state were made for this domain: they go with it
+    flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0)
+    try:
+        dom.undefineFlags(flags)
+    except libvirt.libvirtError:
+        dom.undefine()
 
 
 def start(conn, name: str) -> Step:
     import libvirt
 
-    state: dict = {}
-
     def do():
         dom = conn.conn.lookupByName(name)
         if dom.isActive():
-            return
+            return None
         try:
             dom.create()
         except libvirt.libvirtError as exc:
             raise LibvirtError(f"libvirt could not start '{name}': {exc.get_error_message()}") from None
-        state["dom"] = dom
+        return {"kind": "running", "name": name, "uuid": dom.UUIDString()}
 
-    def undo():
-        if "dom" in state and state["dom"].isActive():
-            state["dom"].destroy()
+    return Step(f"start domain {name}", do, CORE)
 
-    return Step(f"start domain {name}", do, undo, owner="vscen")
+
+def _undo_running(conn, record) -> None:
+    dom = _lookup(conn, record)
+    if dom is not None and dom.isActive():
+        dom.destroy()
+
+
+UNDO = {"dirs": _undo_dirs, "file": _undo_file, "domain": _undo_domain, "running": _undo_running}

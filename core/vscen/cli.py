@@ -76,6 +76,12 @@ def run(
     host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
     connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen).")] = None,
+    disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Size of new disks, e.g. 40G.")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="libvirt storage pool for new disks (default: the pool of their directory).")] = None,
+    encrypt_disk: Annotated[bool, typer.Option("--encrypt-disk", help="LUKS-encrypt new disks; the passphrase comes from --passphrase-file, $VSCEN_DISK_PASSPHRASE or a prompt.")] = False,
+    passphrase_file: Annotated[Optional[Path], typer.Option("--passphrase-file", help="File holding the disk passphrase (mode 600).")] = None,
+    hugepages: Annotated[Optional[str], typer.Option(help="auto: use free huge pages; reserve: reserve what is missing; persistent: also across reboots.")] = None,
+    tune_host: Annotated[bool, typer.Option("--tune-host", help="Apply the host tuning the scenarios ask for (THP, KSM); undone by 'vscen destroy'.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the XML and the plan; change nothing.")] = False,
     explain: Annotated[bool, typer.Option(help="Show which plugin set each element and value.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing output file or domain.")] = False,
@@ -88,10 +94,15 @@ def run(
     add, remove = _split_features(feature or [])
     options = {"name": name, "memory": memory, "vcpu": vcpu, "machine": machine, "boot": boot,
                "arch": arch, "virt_type": virt_type, "firmware": firmware, "cdrom": cdrom,
-               "network": network, "graphics": graphics, "filesystem": filesystem or None}
+               "network": network, "graphics": graphics, "filesystem": filesystem or None,
+               "disk.size": disk_size, "pool": pool, "hugepages": hugepages,
+               "disk.encrypt": "yes" if encrypt_disk else None}
+    from vscen.secrets import default_source
+
     request = Request(scenarios=list(scenarios), add=add, remove=remove, options=options,
                       disks=disk or None, config=config, sets=set_ or [],
-                      host_facts=host_facts or [], connect=connect)
+                      host_facts=host_facts or [], connect=connect, force=force,
+                      tune_host=tune_host, passphrase_source=default_source(passphrase_file))
     result = render(request)
     for line in result.warnings:
         err(f"warning: {line}")
@@ -107,13 +118,16 @@ def run(
         _report(summary, json_, dry_run=True)
         return
     from vscen.apply import apply
+    from vscen.journal import Journal
 
     def progress(i, total, step):
         if not json_:
             err(f"[{i}/{total}] {step.description}")
 
-    apply(plan, progress)
+    journal = Journal.open(plan.out_dir, result.settings.name, result.ctx.uri)
+    apply(plan, journal, result.connection, result.ctx.registry, progress)
     summary["applied"] = [s.description for s in plan.steps]
+    summary["journal"] = str(journal.path) if journal.entries else None
     _report(summary, json_, dry_run=False)
 
 
@@ -179,6 +193,91 @@ def _print_explain(result) -> None:
         if path in custom:
             value, who = custom[path], f"user (--set), was '{value}' from {who}"
         typer.echo(f"{path:<{width}}  {value!s:<24}  {who}", err=True)
+
+
+@app.command()
+def destroy(
+    name: Annotated[str, typer.Argument(help="The guest's name.")],
+    keep_storage: Annotated[bool, typer.Option("--keep-storage", help="Keep the disks (volumes, pools, secrets) vscen created.")] = False,
+    output: Annotated[Optional[Path], typer.Option(help="Where the guest's directory is (default: $XDG_DATA_HOME/vscen).")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the one the guest was made on).")] = None,
+):
+    """Remove exactly what vscen created for guest NAME, newest first."""
+    from vscen.apply import rollback
+    from vscen.errors import UsageError, VscenError, raise_all
+    from vscen.host.connect import open_connection
+    from vscen.journal import FILENAME, Journal
+    from vscen.plan import default_output_dir
+    from vscen.settings import check_name
+
+    path = (output or default_output_dir()) / check_name(name) / FILENAME
+    if not path.exists():
+        raise UsageError(f"destroy: vscen made no guest '{name}' here (no {path})")
+    journal = Journal.load(path)
+    _, reg = _load()
+    conn = open_connection(connect or journal.uri)
+    total = len(journal.entries)
+    problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage)
+    raise_all(VscenError, f"destroy {name}: some things could not be removed", problems)
+    kept = len(journal.entries)
+    typer.echo(f"destroyed {name}: removed {total - kept} things vscen made"
+               + (f", kept {kept} (storage; the journal stays at {path})" if kept else ""))
+
+
+@app.command()
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="One guest (default: all).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Where the guests' directories are.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """The guests vscen made: where, what it created for them, and their state."""
+    from vscen.journal import FILENAME, Journal
+    from vscen.plan import default_output_dir
+
+    base = output or default_output_dir()
+    paths = [base / name / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
+    rows = []
+    for path in paths:
+        if not path.exists():
+            from vscen.errors import UsageError
+
+            raise UsageError(f"status: vscen made no guest '{name}' here (no {path})")
+        journal = Journal.load(path)
+        made: dict[str, int] = {}
+        for entry in journal.entries:
+            what = entry["owner"] if entry["owner"] != "vscen" else entry["record"]["kind"]
+            made[what] = made.get(what, 0) + 1
+        rows.append({"name": journal.name, "uri": journal.uri, "state": _state_of(journal),
+                     "made": made, "directory": str(path.parent)})
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no guests made by vscen under {base}")
+    for r in rows:
+        made = ", ".join(f"{k}: {v}" for k, v in sorted(r["made"].items()))
+        typer.echo(f"{r['name']}  {r['state']}  on {r['uri']}  ({made})")
+
+
+_connections: dict = {}
+
+
+def _state_of(journal) -> str:
+    import libvirt
+
+    from vscen.host.connect import open_connection
+
+    if journal.uri.startswith("test:"):
+        return "unknown (embedded driver: gone with the process)"
+    try:
+        conn = _connections.get(journal.uri) or open_connection(journal.uri)
+        _connections[journal.uri] = conn
+        dom = conn.conn.lookupByName(journal.name)
+    except libvirt.libvirtError:
+        return "not defined"
+    except Exception as exc:
+        return f"unreachable ({exc})"
+    return "running" if dom.isActive() else "shut off"
 
 
 # ------------------------------------------------------------------------------------------

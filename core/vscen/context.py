@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lxml.etree import _Element
@@ -35,6 +35,15 @@ class Context:
     notes: list[str] = field(default_factory=list)
     #: the libvirt URI the guest is for
     uri: str = ""
+    #: the open connection (vscen.host.connect.Connection), for host actions' plans
+    connection: Any = None
+    #: replace what exists and differs (--force)
+    force: bool = False
+    #: the user agreed to host tuning (--tune-host)
+    tune_host: bool = False
+    #: where the passphrase for disk encryption comes from: ("file", path), ("env", NAME),
+    #: ("prompt", None) or None; read only through vscen.secrets, never stored
+    passphrase_source: Any = None
 
     def has(self, name: str) -> bool:
         """Whether feature or scenario *name* is part of this guest."""

@@ -114,12 +114,17 @@ class Validator:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a plan: ``do()`` makes the change, ``undo()`` takes it back."""
+    """One step of a plan.
+
+    ``do()`` makes the change and returns a record of it, a JSON-able dict that vscen keeps in
+    the guest's journal (``None`` where nothing changed). The owner's ``undo(connection,
+    record)`` takes it back: in the same run when a later step fails, or at ``vscen destroy``.
+    A record with ``"storage": True`` is kept by ``vscen destroy --keep-storage``.
+    """
 
     description: str
-    do: Callable[[], Any] = field(compare=False)
-    undo: Callable[[], Any] | None = field(default=None, compare=False)
-    #: the plugin or core stage that planned it
+    do: Callable[[], dict | None] = field(compare=False)
+    #: the host action (or "vscen" for the core's own steps); filled in by the core
     owner: str = ""
 
 
@@ -127,12 +132,17 @@ class Step:
 class HostAction:
     """A preparation of the host (disk images, networks, hugepages, secrets...).
 
-    ``plan(ctx)`` returns the steps needed for this guest, changing nothing itself.
+    ``plan(ctx)`` returns the steps needed for this guest and changes nothing itself; it
+    refuses (raising ``vscen.errors.ExistsError``) what exists and differs unless
+    ``ctx.force``. ``undo(connection, record)`` takes back what one step recorded; it must
+    accept that the thing is already gone.
     """
 
     name: str
     summary: str
     plan: Callable[[Context], Iterable[Step]] = field(compare=False)
+    undo: Callable[[Any, dict], None] = field(compare=False)
+    details: str = ""
 
 
 def as_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:

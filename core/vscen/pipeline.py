@@ -32,6 +32,9 @@ class Request:
     support: Any = None
     #: validate against the installed libvirt's schema (off only when rendering for another)
     schema: bool = True
+    force: bool = False
+    tune_host: bool = False
+    passphrase_source: Any = None
 
 
 @dataclass
@@ -100,7 +103,9 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     ctx = Context(settings=settings, host=facts, resolution=resolution,
                   support=request.support or Support.installed(), registry=reg,
-                  uri=connection.uri if connection else "")
+                  uri=connection.uri if connection else "", connection=connection,
+                  force=request.force, tune_host=request.tune_host,
+                  passphrase_source=request.passphrase_source)
     ctx.notes.extend(facts.notes)
     if settings.virt_type is None and not facts.kvm:
         ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
@@ -136,7 +141,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
                + f": {c.message} [{c.validator}]" for c in fails])
     if not keep_connection and connection is not None:
         connection.close()
-        connection = None
+        connection = ctx.connection = None
     return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
                   customised=customised, warnings=pm.warnings())
 

@@ -23,6 +23,8 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     xml_path: Path | None = None
+    #: the guest's directory: domain XML and journal
+    out_dir: Path | None = None
 
 
 def default_output_dir() -> Path:
@@ -39,14 +41,22 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     from vscen import apply as steps
 
     ctx = result.ctx
+    ctx.force = force or ctx.force
     plan = Plan()
     refused: list[str] = []
+    out_dir = (output or default_output_dir()) / ctx.settings.name
+    plan.out_dir = out_dir
+    if not out_dir.exists():
+        plan.steps.append(steps.make_dirs(out_dir))
+
     for name in ctx.resolution.host_actions():
         action = ctx.registry.host_actions[name]
-        for step in action.plan(ctx) or ():
-            plan.steps.append(Step(step.description, step.do, step.undo, owner=name))
+        try:
+            for step in action.plan(ctx) or ():
+                plan.steps.append(Step(step.description, step.do, owner=name))
+        except ExistsError as exc:
+            refused.extend(exc.problems or [str(exc)])
 
-    out_dir = (output or default_output_dir()) / ctx.settings.name
     path = out_dir / "domain.xml"
     plan.xml_path = path
     if path.exists():
@@ -56,7 +66,7 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
             raise ExistsError(f"output: {path} exists and cannot be read ({exc.strerror})") from None
         if same:
             plan.unchanged.append(f"{path} is up to date")
-        elif force:
+        elif ctx.force:
             plan.steps.append(steps.write_file(path, result.xml))
         else:
             refused.append(f"output: {path} exists with other content (use --force to replace it)")
@@ -66,11 +76,13 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     conn = result.connection
     if define and conn is not None:
         existing = _lookup(conn, ctx.settings.name)
+        redefine = True
         if existing is None:
             plan.steps.append(steps.define(conn, result.xml, None))
         elif _stored_digest(existing) == digest(result.xml):
+            redefine = False
             plan.unchanged.append(f"domain {ctx.settings.name} on {conn.uri} is up to date")
-        elif force:
+        elif ctx.force:
             plan.steps.append(steps.define(conn, result.xml, existing))
         else:
             refused.append(
@@ -78,12 +90,12 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
                 "(use --force to redefine it, or --name to choose another name)"
             )
         if start:
-            if existing is not None and existing.isActive() and not plan.steps:
+            if not redefine and existing.isActive():
                 plan.unchanged.append(f"domain {ctx.settings.name} is running")
             else:
                 plan.steps.append(steps.start(conn, ctx.settings.name))
     if refused:
-        raise ExistsError("; ".join(refused), refused)
+        raise ExistsError("; ".join(refused), refused, summary="the run would replace what exists")
     return plan
 
 

@@ -37,8 +37,13 @@ CHOICES = {
     "disk.cache": ("none", "writeback", "writethrough", "directsync", "unsafe", "default"),
     "disk.io": ("native", "threads", "io_uring", "default"),
     "disk.discard": ("unmap", "ignore"),
+    "disk.preallocation": ("off", "metadata", "falloc", "full"),
+    "disk.lazy_refcounts": ("yes", "no"),
+    "disk.encrypt": ("yes", "no"),
+    "hugepages": ("auto", "reserve", "persistent"),
 }
-DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard")
+DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard", "backing",
+             "preallocation", "cluster_size", "lazy_refcounts", "encrypt")
 #: built-in defaults; scenarios override them, users override scenarios
 BUILTIN: dict[str, Any] = {
     "memory": "2GiB", "vcpu": 2, "network": "network=default", "disk.size": "20GiB",
@@ -93,6 +98,13 @@ class Disk:
     cache: str
     io: str
     discard: str | None = None
+    #: a base image: the disk is a copy-on-write overlay on it
+    backing: str | None = None
+    preallocation: str = "off"
+    cluster_size: int | None = None  # bytes (qcow2)
+    lazy_refcounts: bool = False
+    #: LUKS-encrypted (qcow2), with a libvirt secret holding the passphrase
+    encrypt: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,10 @@ class Settings:
     network: Network = Network("none")
     graphics: str | None = None
     filesystems: tuple[Filesystem, ...] = ()
+    #: the libvirt storage pool for new disks (default: the pool holding their directory)
+    pool: str | None = None
+    #: huge pages: use what is free (auto), or reserve what is missing (reserve, persistent)
+    hugepages: str = "auto"
     #: key -> where its value came from ("default", "scenario desktop", "option", "config ...")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -216,15 +232,32 @@ def parse_disk(spec: str, defaults: dict[str, Any]) -> Disk | None:
 
 
 def make_disk(values: dict[str, Any]) -> Disk:
-    for key in ("format", "bus", "cache", "io", "discard"):
+    values = {k: _yes_no(v) for k, v in values.items()}
+    for key in ("format", "bus", "cache", "io", "discard", "preallocation", "lazy_refcounts", "encrypt"):
         if values.get(key) is not None:
             check_choice(f"disk.{key}", values[key])
+    encrypt = values.get("encrypt") == "yes"
+    if encrypt and values["format"] != "qcow2":
+        raise UsageError(f"disk.encrypt: an encrypted disk must be qcow2 (LUKS inside qcow2), not {values['format']}")
+    if values.get("backing") and values["format"] != "qcow2":
+        raise UsageError(f"disk.backing: an overlay must be qcow2, not {values['format']}")
+    cluster = values.get("cluster_size")
     return Disk(
         path=check_path("disk.path", values["path"]) if values.get("path") else None,
         size=parse_size("disk.size", values.get("size", "20GiB"), "g"),
         format=values["format"], bus=values["bus"], cache=values["cache"], io=values["io"],
         discard=values.get("discard"),
+        backing=check_path("disk.backing", values["backing"]) if values.get("backing") else None,
+        preallocation=values.get("preallocation") or "off",
+        cluster_size=parse_size("disk.cluster_size", cluster, "k") if cluster else None,
+        lazy_refcounts=values.get("lazy_refcounts") == "yes",
+        encrypt=encrypt,
     )
+
+
+def _yes_no(value):
+    """TOML booleans for yes/no keys."""
+    return ("yes" if value else "no") if isinstance(value, bool) else value
 
 
 def parse_network(value: str) -> Network:
@@ -321,9 +354,19 @@ def build_settings(
         cdrom=check_path("cdrom", values["cdrom"]) if values.get("cdrom") else None,
         network=parse_network(values["network"]), graphics=values.get("graphics"),
         filesystems=tuple(parse_filesystem(f) for f in _as_list(values.get("filesystem"))),
+        pool=_pool(values.get("pool")),
+        hugepages=check_choice("hugepages", values.get("hugepages", "auto")),
         sources=sources,
     )
     return settings, problems
+
+
+def _pool(value) -> str | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", str(value)):
+        raise UsageError(f"pool: '{value}' is not a storage pool name (letters, digits, '.', '_', '-')")
+    return str(value)
 
 
 def _option_hint(key: str) -> str:
@@ -339,4 +382,4 @@ def _as_list(value) -> list:
 
 
 _KNOWN = {"filesystem", "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
-          "network", "graphics", "connect", "output"}
+          "network", "graphics", "connect", "output", "pool", "hugepages"}

@@ -10,8 +10,10 @@ import pytest
 from coresupport import Plug
 
 from vscen import Feature, HostAction, Scenario
-from vscen.apply import apply, write_file
+from vscen.apply import apply as apply_steps
+from vscen.apply import rollback, write_file
 from vscen.errors import ExistsError, VscenError
+from vscen.journal import Journal
 from vscen.model import Step
 from vscen.pipeline import Request, render
 from vscen.plan import METADATA_NS, digest, make_plan
@@ -63,6 +65,15 @@ def lookup(result):
         return None
 
 
+def apply(plan, result=None):
+    """Apply *plan* with its journal, as ``vscen run`` does; returns the journal."""
+    journal = Journal.open(plan.out_dir, "t", "test:///default")
+    conn = result.connection if result is not None else None
+    reg = result.ctx.registry if result is not None else None
+    apply_steps(plan, journal, conn, reg)
+    return journal
+
+
 def stored_digest(dom):
     from lxml import etree
 
@@ -75,15 +86,17 @@ def test_plan_changes_nothing_and_apply_writes_and_defines(results, name, tmp_pa
     out = tmp_path / "out"
     plan = make_plan(result, out)
     assert [s.description for s in plan.steps] == [
-        f"write {out / name / 'domain.xml'}", "define domain on test:///default"]
+        f"create {out / name}", f"write {out / name / 'domain.xml'}", "define domain on test:///default"]
     assert plan.xml_path == out / name / "domain.xml"
     assert not out.exists() and lookup(result) is None  # planning changed nothing
-    done = apply(plan)
-    assert done == plan.steps
+    journal = apply(plan, result)
+    assert [e["record"]["kind"] for e in journal.entries] == ["dirs", "file", "domain"]
     path = out / name / "domain.xml"
     assert path.read_text() == result.xml
     assert path.stat().st_mode & 0o777 == 0o644
-    assert sorted(p.name for p in path.parent.iterdir()) == ["domain.xml"]  # no temporary left
+    assert journal.path.stat().st_mode & 0o777 == 0o600
+    # no temporary left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["domain.xml", "journal.json"]
     dom = lookup(result)
     assert dom is not None and not dom.isActive()
     assert stored_digest(dom) == digest(result.xml)
@@ -92,7 +105,7 @@ def test_plan_changes_nothing_and_apply_writes_and_defines(results, name, tmp_pa
 
 def test_a_second_plan_is_all_unchanged(results, name, tmp_path):
     result = results(name)
-    apply(make_plan(result, tmp_path))
+    apply(make_plan(result, tmp_path), result)
     again = make_plan(result, tmp_path)
     assert again.steps == []
     assert again.unchanged == [f"{tmp_path / name / 'domain.xml'} is up to date",
@@ -103,7 +116,7 @@ def test_a_second_plan_is_all_unchanged(results, name, tmp_path):
 
 def test_different_xml_for_the_same_name_is_refused_and_nothing_is_written(results, name, tmp_path):
     first = results(name, "first")
-    apply(make_plan(first, tmp_path))
+    apply(make_plan(first, tmp_path), first)
     path = tmp_path / name / "domain.xml"
     second = results(name, "second")
     assert second.xml != first.xml
@@ -118,13 +131,13 @@ def test_different_xml_for_the_same_name_is_refused_and_nothing_is_written(resul
 
 def test_force_replaces_the_file_and_redefines_the_domain(results, name, tmp_path):
     first = results(name, "first")
-    apply(make_plan(first, tmp_path))
+    apply(make_plan(first, tmp_path), first)
     uuid_before = lookup(first).UUIDString()
     second = results(name, "second")
     plan = make_plan(second, tmp_path, force=True)
     assert [s.description for s in plan.steps] == [
         f"write {tmp_path / name / 'domain.xml'}", "redefine domain on test:///default"]
-    apply(plan)
+    apply(plan, second)
     assert (tmp_path / name / "domain.xml").read_text() == second.xml
     dom = lookup(second)
     assert stored_digest(dom) == digest(second.xml)
@@ -140,7 +153,7 @@ def explode(seen: dict, result):
         seen["active"] = dom is not None and dom.isActive()
         raise RuntimeError("disk full")
 
-    return Step("explode", do, None, owner="test")
+    return Step("explode", do, owner="test")
 
 
 def test_a_failure_rolls_back_the_file_the_directories_and_the_domain(results, name, tmp_path):
@@ -150,8 +163,8 @@ def test_a_failure_rolls_back_the_file_the_directories_and_the_domain(results, n
     seen: dict = {}
     plan.steps.append(explode(seen, result))
     with pytest.raises(VscenError) as exc:
-        apply(plan)
-    assert str(exc.value) == "explode: RuntimeError: disk full; rolled back"
+        apply(plan, result)
+    assert str(exc.value) == "explode: RuntimeError: disk full; rolled back what this run did"
     assert seen == {"defined": True, "active": False}  # it was there before the failure
     assert not (tmp_path / "deep").exists()
     assert lookup(result) is None
@@ -164,7 +177,7 @@ def test_start_starts_the_guest_and_rollback_destroys_and_undefines_it(results, 
     seen: dict = {}
     plan.steps.append(explode(seen, result))
     with pytest.raises(VscenError):
-        apply(plan)
+        apply(plan, result)
     assert seen == {"defined": True, "active": True}
     assert lookup(result) is None
     assert not (tmp_path / name).exists()
@@ -172,7 +185,7 @@ def test_start_starts_the_guest_and_rollback_destroys_and_undefines_it(results, 
 
 def test_start_without_failure_leaves_it_running_and_a_second_run_changes_nothing(results, name, tmp_path):
     result = results(name)
-    apply(make_plan(result, tmp_path, start=True))
+    apply(make_plan(result, tmp_path, start=True), result)
     assert lookup(result).isActive()
     again = make_plan(result, tmp_path, start=True)
     assert again.steps == []
@@ -181,12 +194,12 @@ def test_start_without_failure_leaves_it_running_and_a_second_run_changes_nothin
 
 def test_a_failed_forced_run_puts_back_the_old_file_and_definition(results, name, tmp_path):
     first = results(name, "first")
-    apply(make_plan(first, tmp_path))
+    apply(make_plan(first, tmp_path), first)
     second = results(name, "second")
     plan = make_plan(second, tmp_path, force=True)
     plan.steps.append(explode({}, second))
     with pytest.raises(VscenError, match="rolled back"):
-        apply(plan)
+        apply(plan, second)
     assert (tmp_path / name / "domain.xml").read_text() == first.xml
     dom = lookup(first)
     assert "<description>first</description>" in dom.XMLDesc(0)
@@ -197,42 +210,71 @@ def test_host_actions_are_planned_first_and_undone_on_failure(results, name, tmp
     marker = tmp_path / "prepared"
 
     def plan_action(ctx):
-        return [Step(f"prepare for {ctx.settings.name}", marker.touch, marker.unlink)]
+        def do():
+            marker.touch()
+            return {"kind": "marker", "path": str(marker)}
+        return [Step(f"prepare for {ctx.settings.name}", do)]
 
-    action = HostAction(name="prepare", summary="p", plan=plan_action)
+    undone = []
+    action = HostAction(name="prepare", summary="p", plan=plan_action,
+                        undo=lambda conn, record: (undone.append(record), marker.unlink()))
     result = results(name, actions=[action])
     plan = make_plan(result, tmp_path / "out")
-    assert plan.steps[0].description == f"prepare for {name}" and plan.steps[0].owner == "prepare"
+    assert plan.steps[1].description == f"prepare for {name}" and plan.steps[1].owner == "prepare"
     assert not marker.exists()  # planning does nothing
     plan.steps.append(explode({}, result))
     with pytest.raises(VscenError):
-        apply(plan)
+        apply(plan, result)
+    assert undone == [{"kind": "marker", "path": str(marker)}]
     assert not marker.exists() and lookup(result) is None
+    assert not (tmp_path / "out").exists()
 
 
-def test_a_failing_undo_is_reported_and_the_rest_is_still_undone(tmp_path):
+def test_rollback_takes_back_every_record_and_reports_what_it_could_not(tmp_path):
     log = []
-    steps = [Step("one", lambda: log.append("do one"), lambda: log.append("undo one")),
-             Step("two", lambda: log.append("do two"), lambda: 1 / 0),
-             Step("three", lambda: (_ for _ in ()).throw(OSError("no space")))]
+
+    def undo(conn, record):
+        if record["n"] == 2:
+            raise OSError("busy")
+        log.append(record["n"])
+
+    registry = type("R", (), {"host_actions": {"a": HostAction(name="a", summary="a", plan=list, undo=undo)}})()
+    journal = Journal(tmp_path / "journal.json", "t", "test:///default")
+    entries = [journal.add("a", {"n": n}) for n in (1, 2, 3)]
+    problems = rollback(entries, journal, None, registry)
+    assert log == [3, 1]
+    assert problems == ["a : busy"]
+    assert [e["record"]["n"] for e in journal.entries] == [2]  # what stays is still recorded
+
+
+def test_a_failing_step_of_a_host_action_rolls_back_the_earlier_ones(tmp_path):
+    done, undone = [], []
+    steps = [Step("one", lambda: done.append(1) or {"n": 1}, owner="a"),
+             Step("two", lambda: done.append(2) or {"n": 2}, owner="a"),
+             Step("three", lambda: (_ for _ in ()).throw(OSError("no space")), owner="a")]
+    registry = type("R", (), {"host_actions": {"a": HostAction(
+        name="a", summary="a", plan=list, undo=lambda conn, r: undone.append(r["n"]))}})()
 
     class P:
         pass
 
     plan = P()
     plan.steps = steps
+    journal = Journal(tmp_path / "journal.json", "t", "test:///default")
     with pytest.raises(VscenError) as exc:
-        apply(plan)
-    assert log == ["do one", "do two", "undo one"]
-    assert str(exc.value).startswith("three: OSError: no space; rolling back failed too: undo 'two': ")
+        apply_steps(plan, journal, None, registry)
+    assert done == [1, 2] and undone == [2, 1]
+    assert str(exc.value) == "three: OSError: no space; rolled back what this run did"
+    assert journal.entries == [] and not journal.path.exists()
 
 
-def test_write_file_undo_restores_previous_content(tmp_path):
+def test_write_file_record_restores_previous_content(tmp_path):
+    from vscen.apply import UNDO
+
     path = tmp_path / "a" / "b.xml"
     path.parent.mkdir()
     path.write_text("old")
-    step = write_file(path, "new")
-    step.do()
+    record = write_file(path, "new").do()
     assert path.read_text() == "new"
-    step.undo()
+    UNDO["file"](None, record)
     assert path.read_text() == "old" and path.parent.is_dir()

@@ -14,7 +14,7 @@ def feat(name, **kw):
 def test_objects_are_registered_with_their_plugin():
     good = Plug(features=[feat("a"), feat("b")], scenarios=[Scenario(name="s", summary="s", features=("a",))],
                 validators=[Validator(name="v", summary="v", check=lambda ctx: [])],
-                actions=[HostAction(name="h", summary="h", plan=lambda ctx: [])])
+                actions=[HostAction(name="h", summary="h", plan=lambda ctx: [], undo=lambda c, r: None)])
     other = Plug(features=[feat("c")])
     pm, reg = load(("good", good), ("other", other))
     assert set(reg.features) == {"a", "b", "c"}
@@ -57,7 +57,7 @@ def test_features_and_scenarios_share_one_namespace():
 def test_validators_and_host_actions_have_their_own_namespaces():
     pm, reg = load(("p", Plug(features=[feat("x")],
                               validators=[Validator(name="x", summary="v", check=lambda c: [])],
-                              actions=[HostAction(name="x", summary="h", plan=lambda c: [])])))
+                              actions=[HostAction(name="x", summary="h", plan=lambda c: [], undo=lambda c, r: None)])))
     assert pm.infos["p"].status == "loaded"
     assert "x" in reg.features and "x" in reg.validators and "x" in reg.host_actions
 
