@@ -2,12 +2,12 @@
 
 Plugin authors need only what this module exports::
 
-    from vscen import hookimpl, Feature, Scenario, Validator, HostAction, Conflict, Check
+    from vscen import hookimpl, Feature, Scenario, Validator, HostAction, Step, Conflict, Check
 """
 
 import pluggy
 
-from vscen.model import Check, Conflict, Feature, HostAction, Scenario, Validator
+from vscen.model import Check, Conflict, Feature, HostAction, Scenario, Step, Validator
 
 __version__ = "0.1.0"
 
@@ -20,6 +20,7 @@ __all__ = [
     "Feature",
     "HostAction",
     "Scenario",
+    "Step",
     "Validator",
     "__version__",
     "hookimpl",

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from vscen import __version__
+from vscen.cli_host import app as host_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.add_typer(host_app, name="host")
 _state = {"debug": False}
 
 

@@ -68,7 +68,6 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     from vscen.context import Context
     from vscen.domain.build import build
     from vscen.resolve import resolve
-    from vscen.settings import build_settings, config_layers
     from vscen.validate import Support, check_schema, run_domain_validators
 
     if not request.scenarios and not request.add:
@@ -80,20 +79,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     except RulesError as exc:
         resolution, rule_problems = None, exc.problems
 
-    layers = config_layers(request.config)
-    file_conf: dict[str, Any] = {}
-    for _, values in layers:
-        file_conf.update(values)
-    connect = request.connect or file_conf.pop("connect", None)
-    layers = [(label, {k: v for k, v in values.items() if k not in ("connect", "output")}) for label, values in layers]
-    chosen = resolution.scenarios if resolution else [reg.scenarios[n] for n in request.scenarios]
-    defaults = [(s.name, dict(s.defaults)) for s in chosen]
-    name = "-".join(request.scenarios) or "-".join(request.add)
-    base = [("default", {"name": name})]
-    options = [("option", {k: v for k, v in request.options.items() if v is not None})]
-    settings, clashes = build_settings(defaults, base + layers + options, request.disks)
-    # every reason at once: the rules' and the scenarios' clashing defaults
-    raise_all(RulesError, "the chosen scenarios and features cannot be combined", rule_problems + clashes)
+    settings, connect = request_settings(request, reg, resolution, rule_problems)
 
     facts, connection = _facts(request, connect, settings)
     arch = settings.arch or facts.arch
@@ -144,6 +130,29 @@ def render(request: Request, keep_connection: bool = True) -> Result:
         connection = ctx.connection = None
     return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
                   customised=customised, warnings=pm.warnings())
+
+
+def request_settings(request: Request, reg, resolution, rule_problems: list[str] = ()):
+    """(settings, connect URI from the config files) for *request*, as ``render`` builds them:
+    scenario defaults < config files < options. Raises RulesError with *rule_problems* and
+    the scenarios' clashing defaults, all at once."""
+    from vscen.settings import build_settings, config_layers
+
+    layers = config_layers(request.config)
+    file_conf: dict[str, Any] = {}
+    for _, values in layers:
+        file_conf.update(values)
+    connect = request.connect or file_conf.pop("connect", None)
+    layers = [(label, {k: v for k, v in values.items() if k not in ("connect", "output")}) for label, values in layers]
+    chosen = resolution.scenarios if resolution else [reg.scenarios[n] for n in request.scenarios]
+    defaults = [(s.name, dict(s.defaults)) for s in chosen]
+    name = "-".join(request.scenarios) or "-".join(request.add)
+    base = [("default", {"name": name})]
+    options = [("option", {k: v for k, v in request.options.items() if v is not None})]
+    settings, clashes = build_settings(defaults, base + layers + options, request.disks)
+    # every reason at once: the rules' and the scenarios' clashing defaults
+    raise_all(RulesError, "the chosen scenarios and features cannot be combined", list(rule_problems) + clashes)
+    return settings, connect
 
 
 def run_host_validators(ctx, reg, names: list[str]) -> list:

@@ -12,7 +12,8 @@ DESKTOP = Scenario(
         "follows the viewer's without grabbing; an emulated TPM and UEFI, which current desktop "
         "systems (Windows 11) expect; a migratable host CPU, so a desktop can be live-migrated "
         "between like hosts; power management so the guest can suspend; a memory balloon so "
-        "idle desktops give memory back. Defaults: machine q35; 4 GiB of memory and 2 vCPUs, what a current "
+        "idle desktops give memory back; with --tune-host, KSM on the host, so similar desktops "
+        "share their identical pages. Defaults: machine q35; 4 GiB of memory and 2 vCPUs, what a current "
         "desktop needs to be responsive; graphics spice; the disk is qcow2 (thin, with "
         "snapshots) with cache=writeback and io=threads, which favour interactive latency over "
         "crash consistency, and discard=unmap so space freed in the guest returns to the host."
@@ -20,7 +21,7 @@ DESKTOP = Scenario(
     features=(
         "uefi", "graphics", "video-virtio", "audio", "usb-tablet", "usb-xhci", "guest-agent",
         "tpm", "cpu-migratable", "power-management", "acpi", "clock", "storage", "network",
-        "memballoon", "rng",
+        "memballoon", "rng", "ksm-on",
     ),
     defaults={
         "machine": "q35", "memory": "4GiB", "vcpu": 2, "graphics": "spice",

@@ -5,7 +5,13 @@
   for in the NUMA cell ``vcpu-pinning`` binds the memory to (the same choice as that feature
   makes), else across the host. A size is used only when the guest memory is a whole number of
   its pages (QEMU refuses a remainder). Where no size fits, the guest uses normal pages and a
-  note says how many pages to reserve; the ``hugepages`` host check reports it too.
+  note says how many pages to reserve; the ``hugepages`` host check reports it too. That is
+  ``--hugepages auto`` (the default). With ``--hugepages reserve`` or ``persistent``, where no
+  size has enough free pages, the guest is backed by 2 MiB pages all the same (the smallest
+  offered size the memory is a whole number of, where the host has no 2 MiB pages) and the
+  ``hugepages`` host action reserves the missing ones when the guest is created: 2 MiB pages
+  can be reserved on a running host, while 1 GiB pages need physically contiguous gigabytes a
+  running host rarely has (they are used when enough are free already, never reserved).
 - ``locked-memory``: ``<locked/>`` keeps guest memory out of swap (latency, and for
   confidential guests no encrypted pages written to disk). libvirt lifts QEMU's memlock
   limit itself, so no ``<memtune>`` is needed (it needs CAP_SYS_RESOURCE to, which a system
@@ -36,6 +42,13 @@ def _pinned_cell(ctx):
     return next((c for c in fits if len(c.cpus) > vcpu), fits[0] if fits else None)
 
 
+def reserve_size(huge: list[int], memory: int) -> int | None:
+    """The page size to reserve for *memory* KiB: 2 MiB where offered (or nothing is known),
+    else the smallest offered size the memory is a whole number of; None where none is."""
+    fits = [s for s in (huge or [DEFAULT_HUGE_KIB]) if memory % s == 0]
+    return DEFAULT_HUGE_KIB if DEFAULT_HUGE_KIB in fits else min(fits, default=None)
+
+
 def apply_hugepages(domain, ctx) -> None:
     memory = ctx.settings.memory
     cell = _pinned_cell(ctx)
@@ -49,6 +62,15 @@ def apply_hugepages(domain, ctx) -> None:
         if sum(c.free(size) for c in cells) >= memory // size:
             domain.ensure("memoryBacking/hugepages").child("page", size=size, unit="KiB")
             ctx.note(f"hugepages: guest memory backed by {size} KiB pages of {where}")
+            return
+    if ctx.settings.hugepages != "auto":
+        size = reserve_size(huge, memory)
+        if size is not None:
+            domain.ensure("memoryBacking/hugepages").child("page", size=size, unit="KiB")
+            need, free = memory // size, sum(c.free(size) for c in cells)
+            ctx.note(f"hugepages: guest memory backed by {size} KiB pages of {where}: {free} of "
+                     f"the {need} pages it needs are free; the hugepages host action reserves "
+                     f"the rest (--hugepages {ctx.settings.hugepages})")
             return
     size = min(huge, default=DEFAULT_HUGE_KIB)
     count = -(-memory // size)
@@ -82,8 +104,12 @@ FEATURES = (
         summary="guest memory on the largest huge pages the host has free",
         category="memory",
         validators=("hugepages",),
+        host_actions=("hugepages",),
         details="<memoryBacking><hugepages><page size=S unit='KiB'/>: the largest size with "
-                "enough free pages (in the pinned NUMA cell if any); normal pages and a note otherwise",
+                "enough free pages (in the pinned NUMA cell if any); normal pages and a note "
+                "otherwise (--hugepages auto). With --hugepages reserve or persistent: 2 MiB "
+                "pages where none has enough free, and the hugepages host action reserves the "
+                "missing ones",
         apply=apply_hugepages,
     ),
     Feature(

@@ -6,7 +6,9 @@
     user-mode networking (``type='user'``), which needs no privileges and no host setup;
     ``none`` adds nothing. The model is the one asked for (virtio unless told otherwise):
     virtio-net is the paravirtual NIC every current guest has a driver for. No MAC address, so
-    the XML stays deterministic and libvirt picks a unique one when the guest is defined.
+    the XML stays deterministic and libvirt picks a unique one when the guest is defined. The
+    ``network`` host action (plugin ``networks``) makes sure the libvirt network exists and
+    runs, or that the bridge exists, before the guest is defined.
 
 ``network-multiqueue``
     One queue pair per vCPU on every virtio interface (``<driver name='vhost' queues=N/>``),
@@ -60,9 +62,11 @@ FEATURES = (
         summary="the network interface from the settings",
         category="network",
         apply=apply,
+        host_actions=("network",),
         details="One <interface>: network=NAME -> type='network' + <source network=NAME/>; "
                 "bridge=NAME -> type='bridge' + <source bridge=NAME/>; user -> type='user'; "
-                "none -> nothing; <model type=MODEL/> (virtio by default).",
+                "none -> nothing; <model type=MODEL/> (virtio by default). Host action "
+                "'network': starts the libvirt network, or defines it where it is missing.",
     ),
     Feature(
         name="network-multiqueue",

@@ -11,6 +11,12 @@
     takes the next sd letter after the disks so the two never collide. A scsi disk needs a
     SCSI controller, and ``virtio-scsi`` is the one that is fast and needs no legacy driver.
     No per-device ``<boot>``: the boot order is the core's, from ``settings.boot``.
+    An encrypted disk (``encrypt=yes``) gets ``<encryption format='luks'>`` naming the libvirt
+    secret by UUID: ``uuid5(NAMESPACE_URL, "vscen:" + path)``, the secret the
+    ``disk-encryption`` host action defines (the passphrase itself never enters the XML), so
+    the XML is the same on every run. The disks' files are made by the host actions
+    ``storage-volume`` and ``disk-encryption`` (plugin ``volumes``). Where the user overrode a
+    disk setting a chosen scenario recommends, a note says so, one per setting.
 
 ``iothreads``
     One I/O thread (``<iothreads>1</iothreads>``) and every virtio disk bound to it, so disk
@@ -21,6 +27,7 @@
 from __future__ import annotations
 
 from vscen import Feature, hookimpl
+from vscen.settings import flatten, parse_size
 
 #: buses whose disks Linux names from one shared ``sd`` letter sequence
 SD_BUSES = ("scsi", "sata", "usb")
@@ -34,6 +41,60 @@ def letters(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         out = chr(ord("a") + rest) + out
     return out
+
+
+def secret_uuid(path: str) -> str:
+    """The UUID of the libvirt secret of the encrypted disk at *path*; the ``disk-encryption``
+    host action defines the secret under the same UUID."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vscen:" + path))
+
+
+def _normal(key: str, value):
+    """A disk setting as comparable value: sizes in bytes, yes/no as booleans."""
+    if value is None:
+        return None
+    if key in ("size", "cluster_size"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return parse_size(f"disk.{key}", value, "g" if key == "size" else "k")
+    if key in ("lazy_refcounts", "encrypt"):
+        return value in (True, "yes")
+    return str(value)
+
+
+def _shown(key: str, value) -> str:
+    if key in ("lazy_refcounts", "encrypt"):
+        return "yes" if value else "no"
+    if key in ("size", "cluster_size") and isinstance(value, int):
+        for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value % factor == 0:
+                return f"{value // factor}{unit}"
+    return str(value)
+
+
+def note_overrides(ctx) -> None:
+    """One note per disk setting a chosen scenario recommends and the user chose otherwise."""
+    s = ctx.settings
+    per_disk = s.source("disks").startswith(("option", "config"))
+    for scenario in ctx.resolution.scenarios:
+        for key, recommended in flatten(dict(scenario.defaults)).items():
+            if not key.startswith("disk.") or key == "disk.path":
+                continue
+            field = key[5:]
+            user = s.source(key).startswith(("option", "config"))
+            if not (user or per_disk):
+                continue
+            want = _normal(field, recommended)
+            chosen = list(dict.fromkeys(_normal(field, getattr(d, field, None)) for d in s.disks))
+            chosen = [c for c in chosen if c != want]
+            if not chosen:
+                continue
+            where = s.source(key) if user else "option"
+            values = ", ".join(f"'{_shown(field, c)}'" for c in chosen)
+            ctx.note(f"storage: {key} recommended '{recommended}' (scenario {scenario.name}), "
+                     f"chosen {values} ({where})")
 
 
 def apply(domain, ctx) -> None:
@@ -61,6 +122,9 @@ def apply(domain, ctx) -> None:
         el.add("driver", **driver)
         el.add("source", file=s.disk_path(i))
         el.add("target", dev=target_for(disk.bus), bus=disk.bus)
+        if disk.encrypt:
+            enc = el.add("encryption", format="luks")
+            enc.add("secret", type="passphrase", uuid=secret_uuid(s.disk_path(i)))
 
     if any(d.bus == "scsi" for d in s.disks):
         devices.child("controller", type="scsi", model="virtio-scsi")
@@ -71,6 +135,7 @@ def apply(domain, ctx) -> None:
         cd.add("source", file=s.cdrom)
         cd.add("target", dev=target_for("sata"), bus="sata")
         cd.add("readonly")
+    note_overrides(ctx)
 
 
 def apply_iothreads(domain, ctx) -> None:
@@ -97,11 +162,16 @@ FEATURES = (
         summary="the disks from the settings, and the cdrom",
         category="storage",
         apply=apply,
+        host_actions=("storage-volume", "disk-encryption"),
         details="One <disk type='file' device='disk'> per disk: driver qemu with the disk's "
                 "format and only the cache/io/discard asked for, source = the disk's path, "
                 "target vda.. (virtio), sda.. (scsi/sata/usb, one sequence), nvme0n1.. "
-                "(nvme); a virtio-scsi controller when a disk uses scsi. The cdrom as a raw, "
-                "readonly sata disk after the disks' sd letters.",
+                "(nvme); a virtio-scsi controller when a disk uses scsi; for an encrypted disk "
+                "<encryption format='luks'> with the secret uuid5(NAMESPACE_URL, 'vscen:' + "
+                "path). The cdrom as a raw, readonly sata disk after the disks' sd letters. "
+                "New disks are made by the host actions storage-volume and disk-encryption; a "
+                "note names each disk setting the user chose against a scenario's "
+                "recommendation.",
     ),
     Feature(
         name="iothreads",

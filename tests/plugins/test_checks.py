@@ -139,6 +139,115 @@ def test_confidential_computing_unknown_vendor_gets_both_recipes(registry):
     assert "kvm_amd.sev=1" in check.fix and "kvm_intel.tdx=1" in check.fix
 
 
+# -- confidential-computing: the kernel's side (local facts) ----------------------------------
+
+
+def amd_kernel(sev="Y", sev_es="Y", sev_snp="N", dev_sev=True, loaded=True, cmdline="quiet"):
+    from vscen.host.local import LocalFacts
+
+    params = (("kvm_amd.sev", sev), ("kvm_amd.sev_es", sev_es), ("kvm_amd.sev_snp", sev_snp))
+    return LocalFacts(kvm_device=True, kvm_usable=True, sev_device=dev_sev, cmdline=cmdline,
+                      modules=("kvm", "kvm_amd") if loaded else ("kvm",), params=params if loaded else ())
+
+
+def intel_kernel(tdx="Y"):
+    from vscen.host.local import LocalFacts
+
+    return LocalFacts(kvm_device=True, kvm_usable=True, modules=("kvm", "kvm_intel"),
+                      params=(("kvm_intel.tdx", tdx),))
+
+
+def with_local(host, local):
+    return dataclasses.replace(host_facts(host), local=local)
+
+
+def statuses(checks):
+    return [c.status for c in checks]
+
+
+def test_kernel_side_sev_on_passes_with_what_it_saw(registry):
+    checks = run(registry, "confidential-computing", make_ctx(with_local("amd-sev", amd_kernel())))
+    assert statuses(checks) == ["pass", "pass"]
+    assert checks[1].message == "kernel: kvm_amd sev=Y sev_es=Y sev_snp=N, /dev/sev present"
+    # a libvirt that knows sev-snp would use it: the kernel holding it back is a warning
+    newer = Support(launch_security=frozenset({"sev", "sev-snp"}), schema=True)
+    checks = run(registry, "confidential-computing", make_ctx(with_local("amd-sev", amd_kernel()), support=newer))
+    assert statuses(checks) == ["pass", "warn"] and "SEV-SNP is off" in checks[1].message
+    assert "options kvm_amd sev=1 sev_es=1 sev_snp=1" in checks[1].fix
+
+
+def test_kernel_side_sev_es_off_warns(registry):
+    checks = run(registry, "confidential-computing",
+                 make_ctx(with_local("amd-sev", amd_kernel(sev_es="N"))))
+    assert statuses(checks) == ["pass", "warn"] and "SEV-ES is off" in checks[1].message
+    assert "options kvm_amd sev=1 sev_es=1" in checks[1].fix and "/etc/modprobe.d/kvm_amd.conf" in checks[1].fix
+
+
+def test_kernel_side_contradicting_the_domcaps_warns_that_they_are_stale(registry):
+    checks = run(registry, "confidential-computing",
+                 make_ctx(with_local("amd-sev", amd_kernel(sev="N", sev_es="N", dev_sev=False))))
+    assert statuses(checks) == ["pass", "warn"]  # domcaps decide: libvirt will try SEV
+    assert "SEV is off in the kernel although libvirt's domain capabilities list SEV" in checks[1].message
+    assert "restart libvirt" in checks[1].message
+
+
+@pytest.mark.parametrize("cmdline, boot", [("quiet", True), ("quiet mem_encrypt=on", False)])
+def test_kernel_side_sev_off_fails_with_the_module_option(registry, cmdline, boot):
+    checks = run(registry, "confidential-computing",
+                 make_ctx(with_local("local-kvm", amd_kernel(sev="N", sev_es="N", dev_sev=False, cmdline=cmdline))))
+    assert statuses(checks) == ["fail", "fail"]
+    kernel = checks[1]
+    assert kernel.message == ("kernel: kvm_amd sev=N sev_es=N sev_snp=N, /dev/sev absent: SEV is off "
+                              "in the kernel")
+    assert "'options kvm_amd sev=1 sev_es=1' in /etc/modprobe.d/kvm_amd.conf" in kernel.fix
+    assert ("'mem_encrypt=on'" in kernel.fix) is boot
+
+
+def test_kernel_side_sev_device_missing(registry):
+    checks = run(registry, "confidential-computing",
+                 make_ctx(with_local("local-kvm", amd_kernel(dev_sev=False))))
+    assert statuses(checks) == ["fail", "fail"] and "/dev/sev is missing" in checks[1].message
+
+
+def test_kernel_side_sev_on_but_not_in_the_domcaps(registry):
+    checks = run(registry, "confidential-computing", make_ctx(with_local("local-kvm", amd_kernel())))
+    assert statuses(checks) == ["fail", "fail"]
+    assert "the kernel offers SEV but libvirt's domain capabilities do not list it" in checks[1].message
+    assert "restart libvirt" in checks[1].fix
+
+
+def test_kernel_side_kvm_amd_not_loaded(registry):
+    checks = run(registry, "confidential-computing", make_ctx(with_local("local-tcg", amd_kernel(loaded=False))))
+    assert statuses(checks) == ["fail", "fail"]
+    assert checks[1].message == "kernel: kvm_amd is not loaded (loaded KVM modules: kvm): no SEV"
+    assert "modprobe kvm_amd" in checks[1].fix
+
+
+def test_kernel_side_tdx(registry):
+    newer = Support(launch_security=frozenset({"sev", "tdx"}), schema=True)
+    checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel()), support=newer))
+    assert statuses(checks) == ["pass", "pass"] and checks[1].message == "kernel: kvm_intel tdx=Y"
+    # libvirt 9 cannot use TDX: that fails, the kernel is fine
+    checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel())))
+    assert statuses(checks) == ["fail", "pass"]
+    checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel("N")), support=newer))
+    assert statuses(checks) == ["pass", "warn"] and "stale" in checks[1].message
+    no_tdx = dataclasses.replace(host_facts("intel-tdx"), launch_security=(), tdx=False, local=intel_kernel("N"))
+    checks = run(registry, "confidential-computing", make_ctx(no_tdx, support=newer))
+    assert statuses(checks) == ["fail", "fail"] and "TDX is off in the kernel" in checks[1].message
+    assert "'options kvm_intel tdx=1' in /etc/modprobe.d/kvm_intel.conf" in checks[1].fix
+    assert "kvm_intel.tdx=1" in checks[1].fix
+
+
+def test_kernel_side_without_a_kvm_vendor_module(registry):
+    from vscen.host.local import LocalFacts
+
+    checks = run(registry, "confidential-computing", make_ctx(with_local("aarch64", LocalFacts())))
+    assert statuses(checks) == ["fail", "fail"]
+    assert "neither kvm_amd nor kvm_intel is loaded (loaded KVM modules: none)" in checks[1].message
+    assert "options kvm_amd sev=1 sev_es=1" in checks[1].fix and "options kvm_intel tdx=1" in checks[1].fix
+
+
 # -- uefi-firmware --------------------------------------------------------------------------
 
 
@@ -230,8 +339,9 @@ def test_hugepages_warn_says_how_many_to_reserve(registry, host):
     check = only(run(registry, "hugepages", make_ctx(host, memory="4GiB")))
     assert check.status == "warn" and "normal pages" in check.message
     assert check.fix == ("reserve 2048 pages of 2048 KiB: echo 2048 > "
-                         "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages "
-                         "(or vscen's host actions, later)")
+                         "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages (as root); "
+                         "or let vscen reserve them: vscen run --hugepages reserve "
+                         "(--hugepages persistent keeps them across reboots)")
 
 
 def test_hugepages_counts_free_pages_not_reserved_ones(registry):
@@ -247,6 +357,18 @@ def test_hugepages_counts_free_pages_not_reserved_ones(registry):
     assert check.status == "pass" and check.message.startswith("huge pages of 1048576 KiB")
     check = only(run(registry, "hugepages", make_ctx(facts, memory="1500MiB")))
     assert check.status == "pass" and "needs 2 for 1500 MiB" in check.message  # rounded up
+
+
+def test_hugepages_of_1_gib_only_are_reserved_at_boot(registry):
+    cell = NumaCell(id=0, memory_kib=16 << 20, cpus=(0, 1), pages={4: 1000, 1048576: 0},
+                    free_pages={4: 1000, 1048576: 0})
+    facts = dataclasses.replace(host_facts("kvm"), cells=(cell,), page_sizes=(4, 1048576))
+    check = only(run(registry, "hugepages", make_ctx(facts, memory="4GiB")))
+    assert check.status == "warn"
+    assert check.fix.startswith("reserve 4 pages of 1048576 KiB: echo 4 > "
+                                "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages")
+    assert "'hugepagesz=1G hugepages=4' on the kernel command line" in check.fix
+    assert "vscen run --hugepages reserve" in check.fix
 
 
 # -- virtiofsd ------------------------------------------------------------------------------
@@ -265,6 +387,19 @@ def test_virtiofsd_found_outside_path(registry, no_programs, tmp_path, monkeypat
     monkeypatch.setattr(no_programs, "VIRTIOFSD_PATHS", (str(tmp_path / "nothing"), str(binary)))
     check = only(run(registry, "virtiofsd", make_ctx("kvm")))
     assert check.status == "pass" and str(binary) in check.message
+
+
+def test_programs_come_from_the_local_facts_where_known(registry, no_programs):
+    from vscen.host.local import LocalFacts
+
+    found = with_local("kvm", LocalFacts(swtpm="/usr/bin/swtpm", virtiofsd="/usr/libexec/virtiofsd"))
+    # a snapshot of a host that has them, checked on a machine that has not (no_programs)
+    assert run(registry, "tpm-emulator", make_ctx(found))[1].message == "swtpm is installed (/usr/bin/swtpm)"
+    check = only(run(registry, "virtiofsd", make_ctx(found)))
+    assert check.status == "pass" and "/usr/libexec/virtiofsd" in check.message
+    missing = with_local("kvm", LocalFacts())
+    assert run(registry, "tpm-emulator", make_ctx(missing))[1].status == "warn"
+    assert only(run(registry, "virtiofsd", make_ctx(missing))).status == "warn"
 
 
 def test_local_only_checks_are_skipped_for_a_remote_host(registry, no_programs):

@@ -19,6 +19,7 @@ import vscen_clock
 import vscen_cpu
 import vscen_firmware
 import vscen_host_filesystem
+import vscen_hugepages
 import vscen_launch_security
 import vscen_lifecycle
 import vscen_memory
@@ -78,7 +79,10 @@ class StubDevices:
         register(Feature(name="test-devices", summary="devices for the tests", apply=add_devices))
 
 
-PLUGINS = tuple((m.__name__, m) for m in MODULES) + (("stub-host-checks", StubHostChecks), ("stub-devices", StubDevices))
+# vscen_hugepages: the host action the hugepages feature names (a rule naming an unknown one
+# would mark vscen_memory broken)
+PLUGINS = tuple((m.__name__, m) for m in (*MODULES, vscen_hugepages)) + (
+    ("stub-host-checks", StubHostChecks), ("stub-devices", StubDevices))
 
 
 def render(add, host="amd-sev", **options):

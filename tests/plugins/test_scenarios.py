@@ -57,14 +57,14 @@ def test_scenarios_as_the_catalog_says(registry):
     assert set(desktop.features) == {
         "uefi", "graphics", "video-virtio", "audio", "usb-tablet", "usb-xhci", "guest-agent",
         "tpm", "cpu-migratable", "power-management", "acpi", "clock", "storage", "network",
-        "memballoon", "rng"}
+        "memballoon", "rng", "ksm-on"}
     assert desktop.defaults["disk"] == {"format": "qcow2", "cache": "writeback", "io": "threads",
                                         "discard": "unmap"}
     assert desktop.defaults["graphics"] == "spice"
     assert set(comp.features) == {
         "cpu-passthrough", "hugepages", "vcpu-pinning", "iothreads", "storage", "network",
         "network-multiqueue", "serial-console", "headless", "watchdog", "acpi", "clock",
-        "no-memballoon"}
+        "no-memballoon", "ksm-off", "thp-madvise"}
     assert comp.defaults["disk"] == {"format": "raw", "cache": "none", "io": "native"}
     assert comp.defaults["graphics"] == "none"
     for s in (secure, desktop, comp):

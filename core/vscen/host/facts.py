@@ -3,7 +3,8 @@
 The same parser serves a live connection, a recorded file (``--host-facts``) and the
 reference profile shipped with vscen, so host-dependent logic is tested on recorded hosts.
 A recorded file is libvirt's own ``<capabilities>`` or ``<domainCapabilities>`` document, or
-a ``<hostFacts>`` document holding one of each (what ``vscen host snapshot`` writes).
+a ``<hostFacts>`` document holding one of each (what ``vscen host snapshot`` writes, with the
+libvirt and QEMU versions as attributes, ``<freePages>`` and, for a local host, ``<local>``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vscen.errors import UsageError
+from vscen.host import local as hl
+from vscen.host.local import LocalFacts
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,17 @@ class Sev:
     reduced_phys_bits: int
     max_guests: int = 0
     max_es_guests: int = 0
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A machine type the host's QEMU offers for the arch (libvirt capabilities)."""
+
+    name: str
+    #: for an alias ("q35"): the versioned type it stands for ("pc-q35-7.2")
+    canonical: str = ""
+    max_cpus: int = 0
+    deprecated: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,15 @@ class HostFacts:
     has_caps: bool = False
     has_domcaps: bool = False
     notes: tuple[str, ...] = ()
+    #: libvirt's and the hypervisor's (QEMU's) versions, "9.0.0" and "7.2.0"; "" if unknown
+    libvirt_version: str = ""
+    hypervisor_version: str = ""
+    #: machine types offered for the arch (capabilities), aliases with their canonical type
+    machines: tuple[Machine, ...] = ()
+    #: firmware images libvirt found (domcaps os/loader values)
+    firmware_images: tuple[str, ...] = ()
+    #: what only this machine can tell (kernel, sysfs); None for remote and recorded hosts
+    local: LocalFacts | None = None
 
     @property
     def kvm(self) -> bool:
@@ -85,6 +108,11 @@ class HostFacts:
         """Whether domcaps lists *value* for *enum* ("video.modelType"); unknown is True."""
         values = self.enums.get(enum)
         return True if values is None else value in values
+
+    @property
+    def machine_aliases(self) -> dict[str, str]:
+        """alias -> canonical machine type ("q35" -> "pc-q35-7.2")."""
+        return {m.name: m.canonical for m in self.machines if m.canonical}
 
 
 def _int(text, default=0) -> int:
@@ -108,12 +136,35 @@ def _cores(cell) -> tuple[tuple[int, ...], ...]:
     return tuple(sorted((tuple(sorted(g)) for g in groups.values()), key=lambda g: g[0]))
 
 
+def _natural(name: str) -> list:
+    """Sort key putting pc-q35-2.10 after pc-q35-2.9."""
+    import re
+
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def _machines(caps, arch: str) -> tuple[Machine, ...]:
+    found: dict[str, Machine] = {}
+    for el in caps.iterfind(f"guest/arch[@name='{arch}']"):
+        for m in [*el.iterfind("machine"), *el.iterfind("domain/machine")]:
+            name = (m.text or "").strip()
+            if name and name not in found:
+                found[name] = Machine(name, m.get("canonical", ""), _int(m.get("maxCpus")),
+                                      m.get("deprecated") == "yes")
+    return tuple(found[n] for n in sorted(found, key=_natural))
+
+
 def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
-          free_pages: dict[int, dict[int, int]] | None = None) -> HostFacts:
-    """Facts from libvirt's capabilities and domain capabilities (either may be missing)."""
+          free_pages: dict[int, dict[int, int]] | None = None, *,
+          libvirt_version: str = "", hypervisor_version: str = "",
+          local: LocalFacts | None = None) -> HostFacts:
+    """Facts from libvirt's capabilities and domain capabilities (either may be missing),
+    plus what the caller read elsewhere: free huge pages, versions, local facts."""
     from lxml import etree
 
-    kw: dict = {"source": source}
+    kw: dict = {"source": source, "libvirt_version": libvirt_version,
+                "hypervisor_version": hypervisor_version, "local": local}
+    caps = None
     enums: dict[str, frozenset[str]] = {}
     supported: set[str] = set()
     if caps_xml:
@@ -157,6 +208,7 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
             # libvirt before 9.x lists loaders but no firmware enum: an x86 loader means efi
             fw = {"efi"} if dc.find("os/loader[@supported='yes']") is not None else set()
         kw["firmware"] = frozenset(fw)
+        kw["firmware_images"] = tuple(v.text for v in dc.iterfind("os/loader/value") if v.text)
         sb = {v.text for v in dc.iterfind("os/firmwareFeatures/enum[@name='secureBoot']/value")}
         sb |= {v.text for v in dc.iterfind("os/loader/enum[@name='secure']/value")}
         kw["secure_boot"] = frozenset(sb)
@@ -178,6 +230,8 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
                             _int(sev.findtext("maxGuests")), _int(sev.findtext("maxESGuests")))
         kw["tdx"] = dc.find("features/tdx[@supported='yes']") is not None
         kw["launch_security"] = _launch_security(dc, kw.get("sev"), kw["tdx"])
+    if caps is not None:
+        kw["machines"] = _machines(caps, kw.get("arch", "x86_64"))
     kw["enums"] = enums
     kw["supported"] = frozenset(supported)
     return HostFacts(**kw)
@@ -202,10 +256,13 @@ def _launch_security(dc, sev: Sev | None, tdx: bool) -> tuple[str, ...]:
 
 
 def load_files(paths: list[Path]) -> HostFacts:
-    """Facts from recorded files: capabilities, domcapabilities, or a <hostFacts> of both."""
+    """Facts from recorded files: capabilities, domcapabilities, or a <hostFacts> of both
+    (with, from ``vscen host snapshot``, versions, free huge pages and local facts)."""
     from lxml import etree
 
-    caps = domcaps = None
+    caps = domcaps = free_pages = local = None
+    extra: dict[str, str] = {}
+    recorded_from = ""
     for path in paths:
         try:
             root = etree.parse(str(path)).getroot()
@@ -213,13 +270,26 @@ def load_files(paths: list[Path]) -> HostFacts:
             raise UsageError(f"--host-facts {path}: cannot read it ({exc.strerror or exc})") from None
         except etree.XMLSyntaxError as exc:
             raise UsageError(f"--host-facts {path}: not well-formed XML ({exc})") from None
-        parts = list(root) if root.tag == "hostFacts" else [root]
+        if root.tag == "hostFacts":
+            for attr, key in (("libvirtVersion", "libvirt_version"), ("hypervisorVersion", "hypervisor_version")):
+                if root.get(attr):
+                    extra[key] = root.get(attr)
+            recorded_from = root.get("uri", recorded_from)
+        parts = [p for p in root if isinstance(p.tag, str)] if root.tag == "hostFacts" else [root]
         for part in parts:
             text = etree.tostring(part, encoding="unicode")
             if part.tag == "capabilities":
                 caps = text
             elif part.tag == "domainCapabilities":
                 domcaps = text
+            elif part.tag == "freePages" and root.tag == "hostFacts":
+                free_pages = {_int(c.get("id")): {_int(p.get("size")): _int(p.text) for p in c.iterfind("pages")}
+                              for c in part.iterfind("cell")}
+            elif part.tag == "local" and root.tag == "hostFacts":
+                try:
+                    local = hl.from_xml(part)
+                except (AttributeError, ValueError) as exc:
+                    raise UsageError(f"--host-facts {path}: malformed <local> element ({exc})") from None
             else:
                 raise UsageError(
                     f"--host-facts {path}: <{part.tag}> is not libvirt capabilities, domain "
@@ -227,16 +297,50 @@ def load_files(paths: list[Path]) -> HostFacts:
                 )
     source = ", ".join(str(p) for p in paths)
     try:
-        return parse(caps, domcaps, source)
+        facts = parse(caps, domcaps, source, free_pages=free_pages, local=local, **extra)
     except (AttributeError, ValueError) as exc:
         raise UsageError(f"--host-facts {source}: malformed libvirt document ({exc})") from None
+    if recorded_from:
+        from dataclasses import replace
+
+        facts = replace(facts, source=f"{source} (snapshot of {recorded_from})")
+    return facts
+
+
+def snapshot(caps_xml: str, domcaps_xml: str | None, *, uri: str = "", libvirt_version: str = "",
+             hypervisor_version: str = "", free_pages: dict[int, dict[int, int]] | None = None,
+             local: LocalFacts | None = None) -> str:
+    """A ``<hostFacts>`` document that :func:`load_files` reads back into the same facts."""
+    from lxml import etree
+
+    root = etree.Element("hostFacts")
+    for attr, value in (("uri", uri), ("libvirtVersion", libvirt_version),
+                        ("hypervisorVersion", hypervisor_version)):
+        if value:
+            root.set(attr, value)
+    parser = etree.XMLParser(remove_blank_text=True)
+    root.append(etree.fromstring(caps_xml.encode(), parser))
+    if domcaps_xml:
+        root.append(etree.fromstring(domcaps_xml.encode(), parser))
+    if free_pages is not None:
+        fp = etree.SubElement(root, "freePages")
+        for cell, pages in sorted(free_pages.items()):
+            el = etree.SubElement(fp, "cell", id=str(cell))
+            for size, count in sorted(pages.items()):
+                etree.SubElement(el, "pages", unit="KiB", size=str(size)).text = str(count)
+    if local is not None:
+        root.append(hl.to_xml(local))
+    return etree.tostring(root, pretty_print=True, encoding="unicode")
+
+
+#: vscen's reference host, a <hostFacts> document
+REFERENCE_HOST = Path(__file__).resolve().parent.parent / "data" / "reference-host.xml"
 
 
 def reference() -> HostFacts:
     """The reference host shipped with vscen (an AMD EPYC host with SEV-ES), for the
     embedded ``test:///default`` driver."""
-    path = Path(__file__).resolve().parent.parent / "data" / "reference-host.xml"
-    facts = load_files([path])
+    facts = load_files([REFERENCE_HOST])
     from dataclasses import replace
 
     return replace(facts, source="reference host (vscen's AMD EPYC profile with SEV-ES)")

@@ -1,13 +1,24 @@
 """Read host facts from a live libvirt connection (capabilities, domain capabilities, free
-huge pages); all through libvirt's API, so remote hosts work as local ones."""
+huge pages, libvirt's and QEMU's versions); all through libvirt's API, so remote hosts work as
+local ones. On a local connection, what only this machine can tell (``vscen.host.local``) is
+read too."""
 
 from __future__ import annotations
 
 from vscen.errors import LibvirtError
-from vscen.host.facts import HostFacts, parse
+from vscen.host.facts import HostFacts, parse, snapshot
+
+#: the machine type vscen's scenarios use where the arch has it, for domain capabilities
+DEFAULT_MACHINES = {"x86_64": "q35", "i686": "q35"}
 
 
-def probe(connection, arch: str | None, machine: str | None, virt_type: str | None) -> HostFacts:
+def version_string(number: int) -> str:
+    """libvirt's packed version (9000000, 7002022) as "9.0.0", "7.2.22"."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def read(connection, arch: str | None, machine: str | None, virt_type: str | None) -> dict:
+    """What :func:`vscen.host.facts.parse` and :func:`vscen.host.facts.snapshot` take."""
     import libvirt
 
     conn = connection.conn
@@ -27,7 +38,50 @@ def probe(connection, arch: str | None, machine: str | None, virt_type: str | No
             f"{connection.uri}: no domain capabilities for arch={arch or 'host'} "
             f"machine={machine or 'default'} ({'; '.join(errors)})"
         )
-    return parse(caps, domcaps, connection.uri, free_pages=_free_pages(conn, caps))
+    versions = {}
+    for key, call in (("libvirt_version", conn.getLibVersion), ("hypervisor_version", conn.getVersion)):
+        try:
+            versions[key] = version_string(call())
+        except libvirt.libvirtError:  # a driver without a version: unknown
+            versions[key] = ""
+    local = None
+    if getattr(connection, "is_local", False) and not getattr(connection, "is_test", False):
+        from vscen.host.local import read as read_local
+
+        local = read_local()
+    return {"caps_xml": caps, "domcaps_xml": domcaps, "free_pages": _free_pages(conn, caps),
+            "local": local, **versions}
+
+
+def probe(connection, arch: str | None, machine: str | None, virt_type: str | None) -> HostFacts:
+    raw = read(connection, arch, machine, virt_type)
+    return parse(raw.pop("caps_xml"), raw.pop("domcaps_xml"), connection.uri, **raw)
+
+
+def host_arch(connection) -> str:
+    """The host's arch, from its capabilities (x86_64 where they do not say)."""
+    import libvirt
+    from lxml import etree
+
+    try:
+        caps = connection.conn.getCapabilities()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"{connection.uri}: cannot read capabilities: {exc.get_error_message()}") from None
+    return etree.fromstring(caps.encode()).findtext("host/cpu/arch") or "x86_64"
+
+
+def probe_default(connection) -> HostFacts:
+    """Facts for the host's arch and its default machine (q35 on x86)."""
+    arch = host_arch(connection)
+    return probe(connection, arch, DEFAULT_MACHINES.get(arch), None)
+
+
+def snapshot_of(connection) -> str:
+    """A ``<hostFacts>`` snapshot of the host: capabilities, domain capabilities (host arch,
+    q35 on x86, else the default machine), versions, free huge pages, local facts."""
+    arch = host_arch(connection)
+    raw = read(connection, arch, DEFAULT_MACHINES.get(arch), None)
+    return snapshot(raw.pop("caps_xml"), raw.pop("domcaps_xml"), uri=connection.uri, **raw)
 
 
 def _free_pages(conn, caps_xml: str) -> dict[int, dict[int, int]] | None:

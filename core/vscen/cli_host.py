@@ -1,0 +1,430 @@
+"""``vscen host``: what the host offers, the host checks of chosen scenarios, and snapshots.
+
+``vscen host`` shows the host facts vscen builds guests from (libvirt's capabilities and
+domain capabilities, and on a local host what the kernel and sysfs say); ``vscen host check``
+runs only the host validators the chosen scenarios and features name, as ``vscen run`` would;
+``vscen host snapshot`` prints a ``<hostFacts>`` document that ``--host-facts`` reads back.
+Heavy imports stay inside the commands, for a lean start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# `vscen host` alone shows the host, so this group has no no_args_is_help
+app = typer.Typer(help="What the host offers, whether it is ready for scenarios, and snapshots of it.",
+                  rich_markup_mode=None)
+
+#: strongest first, as the confidential-computing check ranks them
+LAUNCH_SECURITY = ("sev-snp", "tdx", "sev-es", "sev")
+_MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+
+ConnectOpt = Annotated[Optional[str], typer.Option(
+    "--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")]
+HostFactsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML, or a 'vscen host snapshot'. Repeatable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _open(connect: str | None):
+    """The connection ``vscen run`` would use: --connect, the config's connect, else
+    LIBVIRT_DEFAULT_URI or qemu:///system, else the embedded driver (said on stderr)."""
+    from vscen.host.connect import open_connection
+    from vscen.settings import config_layers
+
+    if not connect:
+        conf: dict = {}
+        for _, values in config_layers(None):
+            conf.update(values)
+        connect = conf.get("connect")
+    connection = open_connection(connect)
+    if connection.note:
+        err(f"note: {connection.note}")
+    return connection
+
+
+def _facts(connect: str | None, host_facts: list[Path] | None):
+    """(facts, connection URI or None) for the view."""
+    from vscen.host import facts as hf
+
+    if host_facts:
+        return hf.load_files(host_facts), None
+    connection = _open(connect)
+    try:
+        if connection.is_test:
+            return hf.reference(), connection.uri
+        from vscen.host.probe import probe_default
+
+        return probe_default(connection), connection.uri
+    finally:
+        connection.close()
+
+
+# ------------------------------------------------------------------------------------------
+# vscen host
+# ------------------------------------------------------------------------------------------
+
+
+@app.callback(invoke_without_command=True)
+def show(
+    ctx: typer.Context,
+    json_: JsonOpt = False,
+    connect: ConnectOpt = None,
+    host_facts: HostFactsOpt = None,
+):
+    """Show the host: CPU, NUMA and huge pages, KVM, SEV/TDX, firmware, machine types, versions."""
+    if ctx.invoked_subcommand:
+        if json_ or connect or host_facts:
+            from vscen.errors import UsageError
+
+            raise UsageError(f"host: give --json, --connect and --host-facts after the subcommand "
+                             f"(vscen host {ctx.invoked_subcommand} ... --json)")
+        return
+    from vscen.validate import Support
+
+    facts, uri = _facts(connect, host_facts)
+    data = view(facts, uri, Support.installed())
+    if json_:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(table(data))
+
+
+def _cpulist(cpus) -> str:
+    """0,1,2,3,8 -> 0-3,8"""
+    out, run = [], []
+    for c in sorted(cpus):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out) or "none"
+
+
+def _size(kib: int) -> str:
+    for unit, scale in (("TiB", 1 << 30), ("GiB", 1 << 20), ("MiB", 1 << 10)):
+        if kib >= scale:
+            value = kib / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{kib} KiB"
+
+
+def view(facts, uri: str | None, support) -> dict:
+    """The host view as JSON-able data; :func:`table` renders it."""
+    local = facts.local
+    offered = [t for t in LAUNCH_SECURITY if t in facts.launch_security]
+    known = [t for t in LAUNCH_SECURITY if support.knows(t)]
+    by_node: dict[int, dict[int, tuple[int, int]]] = {}
+    for p in local.hugepages if local else ():
+        by_node.setdefault(p.node, {})[p.size_kib] = (p.total, p.free)
+    cells = []
+    for cell in facts.cells:
+        pages = []
+        for size in sorted(s for s in set(cell.pages) | set(by_node.get(cell.id, {})) if s > 4):
+            total, free = by_node.get(cell.id, {}).get(
+                size, (cell.pages.get(size, 0), None if cell.free_pages is None else cell.free_pages.get(size, 0)))
+            pages.append({"size_kib": size, "total": total, "free": free})
+        cells.append({"id": cell.id, "memory_kib": cell.memory_kib, "cpus": list(cell.cpus),
+                      "hugepages": pages})
+
+    def kernel(name):
+        return local.param(name) if local else None
+
+    sev = facts.sev
+    return {
+        "source": facts.source,
+        "connection": uri,
+        "local": local is not None,
+        "libvirt_version": facts.libvirt_version or None,
+        "hypervisor_version": facts.hypervisor_version or None,
+        "arch": facts.arch,
+        "domain_type": facts.domain_type,
+        "machine": facts.machine or None,
+        "emulator": facts.emulator or None,
+        "max_vcpu": facts.max_vcpu,
+        "cpu": {"vendor": facts.cpu_vendor or None, "model": facts.cpu_model or None,
+                "host_model": facts.host_model or None, "sockets": facts.sockets,
+                "dies": facts.dies, "cores": facts.cores, "threads": facts.threads,
+                "count": facts.cpus},
+        "numa": cells,
+        "kvm": {"offered": facts.kvm, "device": local.kvm_device if local else None,
+                "usable": local.kvm_usable if local else None,
+                "modules": list(local.modules) if local else None},
+        "confidential": {
+            "sev": {"offered": sev is not None, "kernel": kernel("kvm_amd.sev"),
+                    "device": local.sev_device if local else None,
+                    "cbitpos": sev.cbitpos if sev else None,
+                    "reduced_phys_bits": sev.reduced_phys_bits if sev else None,
+                    "max_guests": sev.max_guests if sev else None},
+            "sev_es": {"offered": "sev-es" in offered, "kernel": kernel("kvm_amd.sev_es"),
+                       "max_guests": sev.max_es_guests if sev else None},
+            "sev_snp": {"offered": "sev-snp" in offered, "kernel": kernel("kvm_amd.sev_snp")},
+            "tdx": {"offered": facts.tdx, "kernel": kernel("kvm_intel.tdx")},
+        },
+        "launch_security": {"offered": offered, "libvirt_knows": known,
+                            "usable": [t for t in offered if t in known]},
+        "iommu": {"capabilities": facts.iommu if facts.has_caps else None,
+                  "groups": local.iommu_groups if local else None},
+        "firmware": {
+            "types": sorted(facts.firmware), "secure_boot": sorted(facts.secure_boot),
+            "images": list(facts.firmware_images),
+            "descriptors": None if local is None else [
+                {"file": d.file, "executable": d.executable, "nvram_template": d.nvram_template,
+                 "interfaces": list(d.interfaces), "architectures": list(d.architectures),
+                 "machines": list(d.machines), "features": list(d.features)}
+                for d in local.firmware],
+        },
+        "machines": [{"name": m.name, "canonical": m.canonical or None, "max_cpus": m.max_cpus,
+                      "deprecated": m.deprecated} for m in facts.machines],
+        "thp": None if local is None else {"enabled": local.thp_enabled or None,
+                                           "defrag": local.thp_defrag or None},
+        "ksm": None if local is None else {"run": local.ksm_run, "state": local.ksm},
+        "programs": None if local is None else {"swtpm": local.swtpm or None,
+                                                "virtiofsd": local.virtiofsd or None},
+        "cmdline": local.cmdline if local else None,
+    }
+
+
+def _yn(value, yes="yes", no="no", unknown="unknown") -> str:
+    return unknown if value is None else yes if value else no
+
+
+def _param(name: str, value) -> str:
+    return f"{name}={_yn(value, 'Y', 'N', 'unset')}"
+
+
+def table(d: dict) -> str:
+    """The host view as label / value lines."""
+    unknown = ("unknown (recorded facts)" if d["connection"] is None
+               else "unknown (remote host: only read on the host itself)"
+               if not d["local"] and not d["connection"].startswith("test:")
+               else "unknown (embedded driver: a reference host, not this machine)"
+               if not d["local"] else "")
+    rows: list[tuple[str, str]] = []
+    add = rows.append
+    how = ("recorded" if d["connection"] is None else
+           f"on the embedded driver {d['connection']}" if d["connection"].startswith("test:") else
+           "live" if d["connection"] == d["source"] else f"live, {d['connection']}")
+    add(("host", f"{d['source']}, {how}"))
+    add(("libvirt", f"{d['libvirt_version'] or 'unknown'}, QEMU {d['hypervisor_version'] or 'unknown'}"))
+    add(("arch", f"{d['arch']}, domain type {d['domain_type']}"
+                 + (f", machine {d['machine']}" if d["machine"] else "")
+                 + (f", up to {d['max_vcpu']} vCPUs" if d["max_vcpu"] else "")))
+    if d["emulator"]:
+        add(("emulator", d["emulator"]))
+    c = d["cpu"]
+    model = " ".join(x for x in (c["vendor"], c["model"]) if x) or "unknown"
+    if c["host_model"] and c["host_model"] != c["model"]:
+        model += f" (host-model {c['host_model']})"
+    add(("cpu", f"{model}: sockets {c['sockets']}, dies {c['dies']}, cores {c['cores']}, "
+                f"threads {c['threads']} ({c['count']} CPUs)"))
+    for cell in d["numa"]:
+        pages = "; ".join(
+            f"{_size(p['size_kib'])} pages: {p['total']} total, "
+            + ("free unknown" if p["free"] is None else f"{p['free']} free")
+            for p in cell["hugepages"]) or "no huge pages"
+        add((f"numa cell {cell['id']}", f"{_size(cell['memory_kib'])}, CPUs {_cpulist(cell['cpus'])}; {pages}"))
+    if not d["numa"]:
+        add(("numa", "unknown (no capabilities)"))
+    k = d["kvm"]
+    kvm = "offered by libvirt" if k["offered"] else "not offered by libvirt (TCG only)"
+    if d["local"]:
+        kvm += ("; /dev/kvm " + ("usable (opens read/write)" if k["usable"] else
+                                 "present but not usable (cannot open it read/write)" if k["device"]
+                                 else "absent") + f"; modules: {', '.join(k['modules']) or 'none'}")
+    add(("kvm", kvm))
+    cc = d["confidential"]
+    sev = cc["sev"]
+    local = d["local"]
+    add(("AMD SEV", ("offered" + f" (cbitpos {sev['cbitpos']}, reducedPhysBits "
+                                 f"{sev['reduced_phys_bits']}, {sev['max_guests']} guests)"
+                     if sev["offered"] else "not offered")
+         + (f"; kernel {_param('kvm_amd.sev', sev['kernel'])}, /dev/sev "
+            f"{_yn(sev['device'], 'present', 'absent')}" if local else "")))
+    add(("AMD SEV-ES", ("offered" + (f" ({cc['sev_es']['max_guests']} guests)" if cc["sev_es"]["offered"] else "")
+                        if cc["sev_es"]["offered"] else "not offered")
+         + (f"; kernel {_param('kvm_amd.sev_es', cc['sev_es']['kernel'])}" if local else "")))
+    add(("AMD SEV-SNP", ("offered" if cc["sev_snp"]["offered"] else "not offered")
+         + (f"; kernel {_param('kvm_amd.sev_snp', cc['sev_snp']['kernel'])}" if local else "")))
+    add(("Intel TDX", ("offered" if cc["tdx"]["offered"] else "not offered")
+         + (f"; kernel {_param('kvm_intel.tdx', cc['tdx']['kernel'])}" if local else "")))
+    ls = d["launch_security"]
+    add(("launch security", f"offered: {', '.join(ls['offered']) or 'none'}; the installed "
+                            f"libvirt knows: {', '.join(ls['libvirt_knows']) or 'none'}; "
+                            f"usable: {', '.join(ls['usable']) or 'none'}"))
+    io = d["iommu"]
+    add(("iommu", f"capabilities: {_yn(io['capabilities'])}"
+                  + (f"; IOMMU groups: {io['groups']}" if local else "")))
+    fw = d["firmware"]
+    add(("firmware", f"{', '.join(fw['types']) or 'none'}"
+                     + (f"; secure boot: {', '.join(fw['secure_boot'])}" if fw["secure_boot"] else "")))
+    for image in fw["images"]:
+        add(("firmware image", image))
+    for desc in fw["descriptors"] or ():
+        add(("firmware descriptor", f"{Path(desc['file']).name}: {desc['executable'] or '?'} "
+                                    f"[{', '.join(desc['features']) or 'no features'}]"))
+    aliases = [f"{m['name']} = {m['canonical']}" for m in d["machines"] if m["canonical"]]
+    names = [m["name"] for m in d["machines"] if not m["canonical"]]
+    if d["machines"]:
+        add(("machine types", (", ".join(aliases) + "; " if aliases else "")
+             + f"{len(names)} type{'s' if len(names) != 1 else ''}: {_condense(names)}"))
+    else:
+        add(("machine types", "unknown (no capabilities)"))
+    if local:
+        add(("transparent hugepages", f"enabled {d['thp']['enabled'] or '?'}, defrag {d['thp']['defrag'] or '?'}"))
+        add(("KSM", d["ksm"]["state"]))
+        for name, path in d["programs"].items():
+            add((name, path or "not installed"))
+        add(("kernel cmdline", d["cmdline"] or "?"))
+    else:
+        for label in ("transparent hugepages", "KSM", "swtpm", "virtiofsd"):
+            add((label, unknown))
+    return _columns(rows)
+
+
+def _condense(names: list[str]) -> str:
+    """pc-q35-2.4 ... pc-q35-7.2 as 'pc-q35-2.4 ... 7.2 (25)'; the JSON has every name."""
+    import re
+
+    families: dict[str, list[str]] = {}
+    for name in names:
+        found = re.match(r"^(.*-)(\d+(?:\.\d+)+)$", name)
+        families.setdefault(found.group(1) if found else name, []).append(name)
+    out = []
+    for prefix, members in families.items():
+        if len(members) > 2:
+            out.append(f"{members[0]} ... {members[-1][len(prefix):]} ({len(members)})")
+        else:
+            out += members
+    return ", ".join(out)
+
+
+def _columns(rows: list[tuple[str, str]], width: int = 100) -> str:
+    import textwrap
+
+    left = max(len(label) for label, _ in rows) + 2
+    lines = []
+    for label, value in rows:
+        wrapped = textwrap.wrap(value, max(40, width - left), break_on_hyphens=False) or [""]
+        lines.append(f"{label:<{left}}{wrapped[0]}")
+        lines += [" " * left + w for w in wrapped[1:]]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# vscen host check
+# ------------------------------------------------------------------------------------------
+
+
+def _split_features(values: list[str]) -> tuple[list[str], list[str]]:
+    add, remove = [], []
+    for v in values:
+        for item in filter(None, (x.strip() for x in v.split(","))):
+            (remove if item.startswith("-") else add).append(item.lstrip("+-"))
+    return add, remove
+
+
+@app.command()
+def check(
+    scenarios: Annotated[Optional[list[str]], typer.Argument(help="Scenarios to check the host for (see 'vscen list scenarios').")] = None,
+    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="+NAME adds a feature, -NAME removes one. Repeatable.")] = None,
+    memory: Annotated[Optional[str], typer.Option(help="Guest memory, for the huge page count (default: the scenarios').")] = None,
+    connect: ConnectOpt = None,
+    host_facts: HostFactsOpt = None,
+    json_: JsonOpt = False,
+):
+    """Run the host checks SCENARIOS (and --feature) need, as 'vscen run' would; exit 4 when one fails."""
+    from vscen import pipeline
+    from vscen.context import Context
+    from vscen.errors import HostError, RulesError, UsageError, raise_all
+    from vscen.resolve import resolve
+    from vscen.validate import Support
+
+    scenarios = list(scenarios or [])
+    add, remove = _split_features(feature or [])
+    if not scenarios and not add:
+        raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
+    request = pipeline.Request(scenarios=scenarios, add=add, remove=remove,
+                               options={"memory": memory}, host_facts=host_facts or [],
+                               connect=connect)
+    pm, reg = pipeline.load(request)
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    resolution = resolve(reg, scenarios, add, remove)
+    settings, uri = pipeline.request_settings(request, reg, resolution)
+    # the same facts and connection as 'vscen run': recorded files check on the embedded driver
+    facts, connection = pipeline._facts(request, uri, settings)
+    try:
+        if connection.note:
+            err(f"note: {connection.note}")
+        arch = settings.arch or facts.arch
+        raise_all(RulesError, "architecture",
+                  [f"{i.kind} '{i.name}' supports {', '.join(i.arches)}, not {arch}"
+                   for i in resolution.items if i.arches and arch not in i.arches])
+        ctx = Context(settings=settings, host=facts, resolution=resolution,
+                      support=Support.installed(), registry=reg, uri=connection.uri,
+                      connection=connection)
+        checks = pipeline.run_host_validators(ctx, reg, resolution.validators())
+    finally:
+        connection.close()
+    names = [s.name for s in resolution.scenarios] + [f"+{n}" for n in add]
+    failed = [c for c in checks if c.status == "fail"]
+    if json_:
+        typer.echo(json.dumps({
+            "connection": connection.uri, "host": facts.source, "scenarios": [s.name for s in resolution.scenarios],
+            "features": [{"name": f.name, "why": resolution.why[f.name]} for f in resolution.features],
+            "validators": resolution.validators(), "ready": not failed,
+            "checks": [{"validator": c.validator, "status": c.status, "message": c.message, "fix": c.fix}
+                       for c in checks]}, indent=2))
+    else:
+        typer.echo(f"host checks for {' '.join(names)} on {facts.source}:")
+        if not checks:
+            typer.echo("  none: the chosen scenarios and features name no host check")
+        for c in checks:
+            typer.echo(f"{_MARK[c.status]} {c.validator}: {c.message}")
+            if c.fix and c.status != "pass":
+                typer.echo(f"     fix: {c.fix}")
+    if failed:
+        which = ", ".join(dict.fromkeys(c.validator for c in failed))
+        raise HostError(f"the host is not ready for {' '.join(names)}: {which} failed")
+    if not json_:
+        warned = sum(c.status == "warn" for c in checks)
+        typer.echo(f"ready: {len(checks)} checks, none failing"
+                   + (f", {warned} warning{'s' if warned > 1 else ''}" if warned else ""))
+
+
+# ------------------------------------------------------------------------------------------
+# vscen host snapshot
+# ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def snapshot(connect: ConnectOpt = None):
+    """Print a <hostFacts> document of the host, for --host-facts: capabilities, domain
+    capabilities (q35 on x86), versions, free huge pages and, on a local host, the kernel's side."""
+    connection = _open(connect)
+    try:
+        if connection.is_test:
+            from vscen.host.facts import REFERENCE_HOST
+
+            err(f"note: {connection.uri} is libvirt's embedded test driver, not a host: this is "
+                "vscen's reference host")
+            typer.echo(REFERENCE_HOST.read_text(), nl=False)
+            return
+        from vscen.host.probe import snapshot_of
+
+        typer.echo(snapshot_of(connection), nl=False)
+    finally:
+        connection.close()
