@@ -13,11 +13,9 @@ them; elsewhere the test says so and checks the rest.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
 from conftest import DATA, render_for
+
 from vscen.validate import Support
 
 GOLDEN = DATA / "golden"

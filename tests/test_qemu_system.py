@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import qemu_system
 
 IMAGES = Path("/var/lib/libvirt/images")

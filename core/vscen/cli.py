@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -287,7 +287,7 @@ def _state_of(journal) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     scenarios = "scenarios"
     features = "features"
     validators = "validators"

@@ -30,9 +30,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vscen import HostAction, hookimpl
+from vscen import HostAction, Step, hookimpl
 from vscen.errors import ExistsError, HostError, LibvirtError, UsageError, VscenError
-from vscen import Step
 
 #: sysfs root (tests point it at a fake tree)
 SYSFS = Path("/sys")

@@ -101,8 +101,7 @@ def _virtio_devices(devices):
     for ctrl in devices.findall("controller"):
         if ctrl.get("type") == "virtio-serial" or (ctrl.get("model") or "").startswith("virtio"):
             yield ctrl
-    for inp in devices.findall("input", bus="virtio"):
-        yield inp
+    yield from devices.findall("input", bus="virtio")
 
 
 def finish_iommu(domain, ctx) -> None:

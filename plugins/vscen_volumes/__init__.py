@@ -54,9 +54,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from vscen import HostAction, hookimpl
+from vscen import HostAction, Step, hookimpl
 from vscen.errors import ExistsError, HostError, LibvirtError, UsageError, VscenError
-from vscen import Step
 
 VOLUME = "storage-volume"
 ENCRYPTION = "disk-encryption"

@@ -13,7 +13,13 @@ from lxml import etree
 import vscen as vscen_pkg
 from vscen import Check, Conflict, Feature, Scenario, Validator
 from vscen.errors import (
-    EXIT_INVALID, EXIT_RULES, EXIT_USAGE, HostError, InvalidDomainError, PluginError, RulesError,
+    EXIT_INVALID,
+    EXIT_RULES,
+    EXIT_USAGE,
+    HostError,
+    InvalidDomainError,
+    PluginError,
+    RulesError,
     UsageError,
 )
 from vscen.pipeline import Request, customise, render

@@ -10,8 +10,14 @@ import pytest
 from vscen import settings as settings_mod
 from vscen.errors import UsageError
 from vscen.settings import (
-    Filesystem, Network, build_settings, config_layers, load_config, parse_filesystem,
-    parse_network, parse_size,
+    Filesystem,
+    Network,
+    build_settings,
+    config_layers,
+    load_config,
+    parse_filesystem,
+    parse_network,
+    parse_size,
 )
 
 GiB = 1024**3

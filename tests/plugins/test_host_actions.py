@@ -16,12 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import host_files, qemu_system
-from lxml import etree
-
 import vscen_host_tuning
 import vscen_hugepages
 import vscen_networks
+from conftest import host_files, qemu_system
+from lxml import etree
+
 from vscen.apply import apply, rollback
 from vscen.errors import ExistsError, HostError, RulesError, UsageError, VscenError
 from vscen.journal import Journal

@@ -12,9 +12,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import host_facts, render_for
-from lxml import etree
-
 import vscen_clock
 import vscen_cpu
 import vscen_firmware
@@ -24,6 +21,9 @@ import vscen_launch_security
 import vscen_lifecycle
 import vscen_memory
 import vscen_tpm
+from conftest import host_facts, render_for
+from lxml import etree
+
 from vscen import Check, Feature, Validator, hookimpl
 from vscen.context import Context
 from vscen.domain.model import Domain
