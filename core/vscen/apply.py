@@ -44,12 +44,19 @@ def rollback(entries: list[dict], journal, connection, registry, keep_storage: b
     for entry in reversed(entries):
         if keep_storage and entry["record"].get("storage"):
             continue
+        if _is_dirs(entry) and any(not _is_dirs(e) for e in journal.entries):
+            # the guest's directory holds the journal of what is still there: it stays
+            continue
         try:
             undo_entry(entry, connection, registry)
             journal.remove(entry)
         except Exception as exc:  # keep taking back the rest; report what stays
             problems.append(f"{entry['owner']} {entry['record'].get('kind', '')}: {exc}")
     return problems
+
+
+def _is_dirs(entry: dict) -> bool:
+    return entry["owner"] == CORE and entry["record"].get("kind") == "dirs"
 
 
 def undo_entry(entry: dict, connection, registry) -> None:
