@@ -209,7 +209,9 @@ def test_destroy_keep_storage_keeps_the_disk_and_its_journal(system_conn, guest)
     out = g.vscen("destroy", g.name, "--output", str(g.output), "--keep-storage").stdout
     assert "kept" in out
     assert disk.exists() and system_conn.storageVolLookupByPath(str(disk))
-    with pytest.raises(Exception):
+    import libvirt
+
+    with pytest.raises(libvirt.libvirtError):
         system_conn.lookupByName(g.name)
     journal = json.loads((g.output / g.name / "journal.json").read_text())
     assert {e["owner"] for e in journal["entries"]} <= {"storage-volume", "vscen"}
