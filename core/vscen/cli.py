@@ -16,7 +16,10 @@ from typing import Annotated, Optional
 import typer
 
 from vscen import __version__
+from vscen.cli_guest import app as snapshot_app
 from vscen.cli_host import app as host_app
+from vscen.cli_plugin import app as plugin_app
+from vscen.cli_shell import shell
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -25,7 +28,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+# command groups that live in their own modules
 app.add_typer(host_app, name="host")
+app.add_typer(plugin_app, name="plugin")
+app.add_typer(snapshot_app, name="snapshot")
+app.command()(shell)
 _state = {"debug": False}
 
 
@@ -83,6 +90,9 @@ def run(
     encrypt_disk: Annotated[bool, typer.Option("--encrypt-disk", help="LUKS-encrypt new disks; the passphrase comes from --passphrase-file, $VSCEN_DISK_PASSPHRASE or a prompt.")] = False,
     passphrase_file: Annotated[Optional[Path], typer.Option("--passphrase-file", help="File holding the disk passphrase (mode 600).")] = None,
     hugepages: Annotated[Optional[str], typer.Option(help="auto: use free huge pages; reserve: reserve what is missing; persistent: also across reboots.")] = None,
+    peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Another host the guest must run on: a libvirt URI or recorded host facts. Repeatable.")] = None,
+    hostdev: Annotated[Optional[list[str]], typer.Option("--hostdev", help="Assign a host device: PCI address, pci:VENDOR:PRODUCT or usb:VENDOR:PRODUCT. Repeatable.")] = None,
+    transient: Annotated[bool, typer.Option("--transient", help="Start a transient guest: never defined, gone when it stops.")] = False,
     tune_host: Annotated[bool, typer.Option("--tune-host", help="Apply the host tuning the scenarios ask for (THP, KSM); undone by 'vscen destroy'.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the XML and the plan; change nothing.")] = False,
     explain: Annotated[bool, typer.Option(help="Show which plugin set each element and value.")] = False,
@@ -98,7 +108,8 @@ def run(
                "arch": arch, "virt_type": virt_type, "firmware": firmware, "cdrom": cdrom,
                "network": network, "graphics": graphics, "filesystem": filesystem or None,
                "disk.size": disk_size, "pool": pool, "hugepages": hugepages,
-               "disk.encrypt": "yes" if encrypt_disk else None}
+               "disk.encrypt": "yes" if encrypt_disk else None, "peers": peer or None,
+               "hostdev": hostdev or None, "transient": "yes" if transient else None}
     from vscen.secrets import default_source
 
     request = Request(scenarios=list(scenarios), add=add, remove=remove, options=options,

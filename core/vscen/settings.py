@@ -160,6 +160,12 @@ class Settings:
     pool: str | None = None
     #: huge pages: use what is free (auto), or reserve what is missing (reserve, persistent)
     hugepages: str = "auto"
+    #: other hosts the guest must be able to run on (libvirt URIs or recorded host facts)
+    peers: tuple[str, ...] = ()
+    #: host devices to assign: PCI address (0000:03:00.0), pci:VENDOR:PRODUCT or usb:VENDOR:PRODUCT
+    hostdevs: tuple[str, ...] = ()
+    #: a transient guest: started, never defined; gone when it stops
+    transient: bool = False
     #: key -> where its value came from ("default", "scenario desktop", "option", "config ...")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -355,10 +361,28 @@ def build_settings(
         network=parse_network(values["network"]), graphics=values.get("graphics"),
         filesystems=tuple(parse_filesystem(f) for f in _as_list(values.get("filesystem"))),
         pool=_pool(values.get("pool")),
+        peers=tuple(str(p) for p in _as_list(values.get("peers"))),
+        hostdevs=tuple(_hostdev(h) for h in _as_list(values.get("hostdev"))),
+        transient=_yes_no(values.get("transient", "no")) == "yes",
         hugepages=check_choice("hugepages", values.get("hugepages", "auto")),
         sources=sources,
     )
     return settings, problems
+
+
+HOSTDEV_RE = re.compile(
+    r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"  # PCI address
+    r"|(?:pci|usb):[0-9a-fA-F]{4}:[0-9a-fA-F]{4}"  # by vendor:product
+)
+
+
+def _hostdev(value) -> str:
+    if not HOSTDEV_RE.fullmatch(str(value)):
+        raise UsageError(
+            f"hostdev: '{value}' is not a PCI address (0000:03:00.0) or pci:VENDOR:PRODUCT / "
+            "usb:VENDOR:PRODUCT (hex, as lspci -nn and lsusb show them)"
+        )
+    return str(value).lower()
 
 
 def _pool(value) -> str | None:
@@ -382,4 +406,5 @@ def _as_list(value) -> list:
 
 
 _KNOWN = {"filesystem", "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
-          "network", "graphics", "connect", "output", "pool", "hugepages"}
+          "network", "graphics", "connect", "output", "pool", "hugepages", "peers",
+          "hostdev", "transient"}

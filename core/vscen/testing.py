@@ -1,0 +1,1 @@
+"""vscen's test kit for plugin authors (pytest fixtures; to be written)."""

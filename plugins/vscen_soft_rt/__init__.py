@@ -1,0 +1,1 @@
+"""vscen built-in plugin (to be written)."""
