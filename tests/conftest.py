@@ -79,3 +79,24 @@ def qemu_system():
         return libvirt.open("qemu:///system")
     except Exception:
         return None
+
+
+def system_or_skip():
+    """An open qemu:///system connection; the test is skipped where no daemon runs, except in
+    CI, where .ci/run starts one: there its absence is a failure."""
+    import os
+
+    conn = qemu_system()
+    if conn is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
+        pytest.skip("no libvirt daemon at qemu:///system")
+    return conn
+
+
+@pytest.fixture
+def system_conn():
+    """qemu:///system for one test (see system_or_skip)."""
+    conn = system_or_skip()
+    yield conn
+    conn.close()

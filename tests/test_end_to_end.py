@@ -18,20 +18,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import qemu_system
 
 IMAGES = Path("/var/lib/libvirt/images")
 
 
-@pytest.fixture
-def system_conn():
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
-    yield conn
-    conn.close()
 
 
 def host_state(conn) -> dict:

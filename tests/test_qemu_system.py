@@ -4,27 +4,16 @@ undefined. Skipped where no daemon runs, except in CI, where that is a failure."
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import qemu_system
 
 IMAGES = Path("/var/lib/libvirt/images")
 
 
-@pytest.fixture
-def system_conn():
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

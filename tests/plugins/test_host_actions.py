@@ -19,7 +19,7 @@ import pytest
 import vscen_host_tuning
 import vscen_hugepages
 import vscen_networks
-from conftest import host_files, qemu_system
+from conftest import host_files, system_or_skip
 from lxml import etree
 
 from vscen.apply import apply, rollback
@@ -37,11 +37,7 @@ def uid() -> str:
 
 @pytest.fixture(scope="module")
 def system_conn():
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
+    conn = system_or_skip()
     yield conn
     conn.close()
 
