@@ -14,15 +14,20 @@ them; elsewhere the test says so and checks the rest.
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, render_for
+from conftest import DATA, host_files, render_for
 
+from vscen.pipeline import Request, render
 from vscen.validate import Support
 
 GOLDEN = DATA / "golden"
 LIBVIRT_9 = Support(launch_security=frozenset({"sev"}), schema=True)
 NEWER = Support(launch_security=frozenset({"sev", "sev-snp", "tdx"}), schema=True)
 
-# (scenarios, host, libvirt profile)
+#: recorded hosts with local facts attached (a <hostFacts> holding only <local>)
+WITH_LOCAL = {"numa4-rt": ("numa4-hugepages", DATA / "hosts" / "numa4-rt-local.xml")}
+
+# (scenarios, host, libvirt profile[, peers: recorded hosts the guest must run on too]);
+# a "+NAME" among the scenarios adds feature NAME, as --feature +NAME does
 CASES = [
     (("secure-vm",), "amd-sev", "libvirt9"),
     (("secure-vm",), "amd-sev", "newer"),
@@ -41,12 +46,40 @@ CASES = [
     (("computation",), "local-tcg", "libvirt9"),
     (("computation", "secure-vm"), "amd-sev", "libvirt9"),
     (("computation", "secure-vm"), "intel-tdx", "newer"),
+    (("os-testing",), "amd-sev", "libvirt9"),
+    (("os-testing",), "kvm", "libvirt9"),
+    (("os-testing",), "tcg", "libvirt9"),
+    (("easy-migration",), "amd-sev", "libvirt9", ("kvm",)),
+    (("easy-migration",), "amd-sev", "libvirt9", ("intel-tdx",)),
+    (("easy-migration",), "local-tcg", "libvirt9"),
+    (("soft-rt",), "numa4-rt", "libvirt9"),
+    (("soft-rt",), "numa4-hugepages", "libvirt9"),
+    (("desktop", "+storage-perf"), "kvm", "libvirt9"),
+    (("computation", "+network-perf"), "kvm", "libvirt9"),
+    (("desktop", "+video-perf", "+network-perf", "+clock-perf"), "kvm", "libvirt9"),
+    (("computation", "+storage-perf", "+cpu-perf", "+clock-perf"), "amd-sev", "libvirt9"),
+    (("computation", "secure-vm", "+storage-perf", "+network-perf"), "amd-sev", "libvirt9"),
 ]
 
 
 def case_id(case) -> str:
-    scenarios, host, profile = case
-    return f"{'+'.join(scenarios)}@{host}" + ("" if profile == "libvirt9" else "+newer-libvirt")
+    scenarios, host, profile = case[:3]
+    peers = case[3] if len(case) > 3 else ()
+    return (f"{'+'.join(n.lstrip('+') for n in scenarios)}@{host}" + ("" if profile == "libvirt9" else "+newer-libvirt")
+            + "".join(f"+peer-{p}" for p in peers))
+
+
+def facts_files(host: str) -> list:
+    if host in WITH_LOCAL:
+        base, local = WITH_LOCAL[host]
+        return [*host_files(base), local]
+    return host_files(host)
+
+
+def peer_options(case) -> dict:
+    """--peer for each recorded host of the case: its files joined by ','."""
+    peers = case[3] if len(case) > 3 else ()
+    return {"peers": [",".join(str(f) for f in host_files(p)) for p in peers]} if peers else {}
 
 
 def needs_newer(xml: str) -> str | None:
@@ -60,11 +93,14 @@ def needs_newer(xml: str) -> str | None:
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_golden(case, regen_golden):
-    scenarios, host, profile = case
+    scenarios, host, profile = case[:3]
+    add = [n[1:] for n in scenarios if n.startswith("+")]
+    scenarios = [n for n in scenarios if not n.startswith("+")]
     support = LIBVIRT_9 if profile == "libvirt9" else NEWER
     # the installed schema cannot judge what only a newer libvirt knows: checked below
     schema = profile == "libvirt9" or Support.installed().knows("tdx")
-    result = render_for(scenarios, host=host, support=support, schema=schema, options={"name": "golden"})
+    result = render(Request(scenarios=scenarios, host_facts=facts_files(host), support=support, schema=schema,
+                            add=add, options={"name": "golden", **peer_options(case)}), keep_connection=False)
     path = GOLDEN / f"{case_id(case)}.xml"
     if regen_golden:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -187,12 +187,14 @@ def _undo_domain(conn, record) -> None:
         return
     if dom.isActive():
         dom.destroy()
-    # the NVRAM and TPM state were made for this domain: they go with it
-    flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0)
+    # the NVRAM and TPM state were made for this domain: they go with it; so does the metadata
+    # of its snapshots (libvirt refuses to undefine a domain that has some without the flag)
+    meta = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    flags = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0) | meta
     try:
         dom.undefineFlags(flags)
     except libvirt.libvirtError:
-        dom.undefine()
+        dom.undefineFlags(meta)  # a driver without NVRAM or TPM state refuses those flags
 
 
 def start(conn, name: str) -> Step:
@@ -217,4 +219,54 @@ def _undo_running(conn, record) -> None:
         dom.destroy()
 
 
-UNDO = {"dirs": _undo_dirs, "file": _undo_file, "domain": _undo_domain, "running": _undo_running}
+def create_transient(conn, xml: str) -> Step:
+    """Create and start a transient domain: never defined, gone when it stops."""
+    import libvirt
+
+    from vscen.plan import METADATA_NS, digest
+
+    def do():
+        from lxml import etree
+
+        flags = libvirt.VIR_DOMAIN_START_VALIDATE
+        if not conn.is_test:
+            # libvirt 9.0 keeps a transient guest's NVRAM file after it stops: a later guest
+            # of the same name would boot with its variables, so every start is a first one
+            flags |= getattr(libvirt, "VIR_DOMAIN_START_RESET_NVRAM", 0)
+        try:
+            dom = conn.conn.createXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(f"libvirt could not create the transient domain: {exc.get_error_message()}") from None
+        try:
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, f'<guest digest="{digest(xml)}"/>',
+                            "vscen", METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            live = etree.fromstring(dom.XMLDesc(0).encode())
+        except libvirt.libvirtError as exc:
+            dom.destroy()
+            raise LibvirtError(f"transient domain {dom.name()}: {exc.get_error_message()}") from None
+        return {"kind": "transient", "name": dom.name(), "uuid": dom.UUIDString(),
+                "nvram": live.findtext("os/nvram")}
+
+    return Step(f"create and start transient domain on {conn.uri} (never defined; gone when it stops)", do, CORE)
+
+
+def _undo_transient(conn, record) -> None:
+    import libvirt
+
+    dom = _lookup(conn, record)
+    if dom is not None and dom.isActive():
+        dom.destroy()
+    nvram = record.get("nvram")
+    if not nvram or not conn.is_local or conn.is_test:
+        return  # on a remote host libvirt keeps the file; nothing reaches it through the API
+    try:
+        conn.conn.lookupByName(record["name"])
+        return  # a domain of that name exists again and may use the file
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+    Path(nvram).unlink(missing_ok=True)
+
+
+UNDO = {"dirs": _undo_dirs, "file": _undo_file, "domain": _undo_domain, "running": _undo_running,
+        "transient": _undo_transient}

@@ -143,6 +143,9 @@ class HostAction:
     plan: Callable[[Context], Iterable[Step]] = field(compare=False)
     undo: Callable[[Any, dict], None] = field(compare=False)
     details: str = ""
+    #: its steps run after the domain is defined and before it is started (a snapshot before
+    #: the first boot), not before the domain is defined as other actions' steps do
+    after_define: bool = False
 
 
 def as_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:

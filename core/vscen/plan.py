@@ -1,4 +1,5 @@
-"""Plan what a run changes: host actions, the XML file, the libvirt domain, its start.
+"""Plan what a run changes: host actions, the XML file, the libvirt domain, its start (or,
+for a transient guest, its creation: started from the XML, never defined).
 
 Planning reads but never writes: existing things that differ are refused here (without
 ``--force``) so that a refused run has touched nothing, and things already in place are
@@ -49,11 +50,13 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     if not out_dir.exists():
         plan.steps.append(steps.make_dirs(out_dir))
 
+    after_define: list[Step] = []  # steps of actions that need the domain defined, not started
     for name in ctx.resolution.host_actions():
         action = ctx.registry.host_actions[name]
+        into = after_define if action.after_define else plan.steps
         try:
             for step in action.plan(ctx) or ():
-                plan.steps.append(Step(step.description, step.do, owner=name))
+                into.append(Step(step.description, step.do, owner=name))
         except ExistsError as exc:
             refused.extend(exc.problems or [str(exc)])
 
@@ -74,7 +77,11 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
         plan.steps.append(steps.write_file(path, result.xml))
 
     conn = result.connection
-    if define and conn is not None:
+    if define and conn is not None and ctx.settings.transient:
+        # never defined: the after-define steps come before it is created (and started)
+        plan.steps.extend(after_define)
+        _plan_transient(plan, result, refused)
+    elif define and conn is not None:
         existing = _lookup(conn, ctx.settings.name)
         redefine = True
         if existing is None:
@@ -89,14 +96,34 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
                 f"domain: '{ctx.settings.name}' exists on {conn.uri} with another definition "
                 "(use --force to redefine it, or --name to choose another name)"
             )
+        plan.steps.extend(after_define)
         if start:
             if not redefine and existing.isActive():
                 plan.unchanged.append(f"domain {ctx.settings.name} is running")
             else:
                 plan.steps.append(steps.start(conn, ctx.settings.name))
+    else:
+        plan.steps.extend(after_define)
     if refused:
         raise ExistsError("; ".join(refused), refused, summary="the run would replace what exists")
     return plan
+
+
+def _plan_transient(plan: Plan, result, refused: list[str]) -> None:
+    """A transient guest is created (and so started) from the XML, never defined; the same
+    command again finds it running with the same XML and changes nothing."""
+    from vscen import apply as steps
+
+    conn, name = result.connection, result.ctx.settings.name
+    existing = _lookup(conn, name)
+    if existing is None:
+        plan.steps.append(steps.create_transient(conn, result.xml))
+    elif not existing.isPersistent() and _stored_digest(existing, live=True) == digest(result.xml):
+        plan.unchanged.append(f"transient domain {name} on {conn.uri} is running and up to date")
+    else:
+        what = "is defined" if existing.isPersistent() else "runs with another definition"
+        refused.append(f"domain: '{name}' {what} on {conn.uri}; a transient guest is only created where no "
+                       "domain has its name (--force does not replace it): give --name, or remove that one")
 
 
 def _lookup(conn, name: str):
@@ -110,12 +137,13 @@ def _lookup(conn, name: str):
         raise LibvirtError(f"{conn.uri}: cannot look up domain '{name}': {exc.get_error_message()}") from None
 
 
-def _stored_digest(dom) -> str | None:
+def _stored_digest(dom, live: bool = False) -> str | None:
     import libvirt
     from lxml import etree
 
+    which = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
     try:
-        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, which)
     except libvirt.libvirtError:
         return None
     return etree.fromstring(meta.encode()).get("digest")

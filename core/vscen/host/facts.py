@@ -54,6 +54,19 @@ class Machine:
 
 
 @dataclass(frozen=True)
+class CpuModel:
+    """A named CPU model the host's hypervisor offers (domcaps ``cpu/mode[@name='custom']``)."""
+
+    name: str
+    #: "yes": runs here with every feature it defines; "no": some are missing; "unknown"
+    usable: str = "unknown"
+    #: "AMD", "Intel"...; "" where libvirt does not say (generic models, older libvirt)
+    vendor: str = ""
+    #: for an alias ("EPYC"): the versioned model it stands for ("EPYC-v1")
+    canonical: str = ""
+
+
+@dataclass(frozen=True)
 class HostFacts:
     source: str
     arch: str = "x86_64"
@@ -65,6 +78,11 @@ class HostFacts:
     cpu_vendor: str = ""
     cpu_model: str = ""
     host_model: str = ""
+    #: domcaps' host-model CPU: its vendor and features as (policy, name), libvirt's order
+    host_model_vendor: str = ""
+    host_model_features: tuple[tuple[str, str], ...] = ()
+    #: the named CPU models the hypervisor offers (domcaps), in domcaps' order
+    cpu_models: tuple[CpuModel, ...] = ()
     sockets: int = 1
     dies: int = 1
     cores: int = 1
@@ -202,6 +220,13 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
         if hm is not None:
             kw["host_model"] = hm.findtext("model", "")
             kw["cpu_vendor"] = kw.get("cpu_vendor") or hm.findtext("vendor", "")
+            kw["host_model_vendor"] = hm.findtext("vendor", "")
+            kw["host_model_features"] = tuple((f.get("policy", "require"), f.get("name", ""))
+                                              for f in hm.iterfind("feature"))
+        kw["cpu_models"] = tuple(
+            CpuModel((m.text or "").strip(), m.get("usable", "unknown"), m.get("vendor", ""),
+                     m.get("canonical", ""))
+            for m in dc.iterfind("cpu/mode[@name='custom'][@supported='yes']/model") if (m.text or "").strip())
         os_ = dc.find("os")
         fw = {v.text for v in dc.iterfind("os/enum[@name='firmware']/value")}
         if not fw and os_ is not None and os_.get("supported") == "yes":

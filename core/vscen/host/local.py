@@ -2,7 +2,9 @@
 
 libvirt reports what QEMU offers; whether ``/dev/kvm`` can be opened, how ``kvm_amd`` was
 loaded, whether transparent huge pages are on or which firmware descriptors QEMU ships are
-read here, and only for a local connection. Every path is taken relative to ``SYSFS_ROOT``
+read here, and only for a local connection; so are what a real-time guest needs from the
+kernel (isolated and tickless CPUs, a PREEMPT_RT kernel, tuned's profile) and the mounted file
+systems (is a disk on shared storage?). Every path is taken relative to ``SYSFS_ROOT``
 (``/``), so the tests point it at a fake tree. :func:`to_xml` and :func:`from_xml` carry the
 facts in a ``<local>`` element of a ``<hostFacts>`` snapshot.
 """
@@ -28,6 +30,20 @@ PROGRAMS = {
 }
 #: lowest precedence first: a file in /etc/qemu/firmware hides one of the same name in /usr/share
 FIRMWARE_DIRS = ("usr/share/qemu/firmware", "etc/qemu/firmware")
+#: kernel-internal file systems no disk lives on: left out of the recorded mounts
+PSEUDO_FS = frozenset({
+    "autofs", "binfmt_misc", "bpf", "cgroup", "cgroup2", "configfs", "debugfs", "devpts",
+    "efivarfs", "fusectl", "hugetlbfs", "mqueue", "nsfs", "proc", "pstore", "rpc_pipefs",
+    "securityfs", "selinuxfs", "sysfs", "tracefs",
+})
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mounted file system (``/proc/mounts``): where, and of which type."""
+
+    path: str
+    fstype: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,16 @@ class LocalFacts:
     virtiofsd: str = ""
     cmdline: str = ""
     firmware: tuple[FirmwareDescriptor, ...] = ()
+    #: CPUs kept from the scheduler's load balancing (isolcpus=): /sys/devices/system/cpu/isolated
+    isolated_cpus: tuple[int, ...] = ()
+    #: CPUs without the periodic tick (nohz_full=): /sys/devices/system/cpu/nohz_full
+    nohz_full_cpus: tuple[int, ...] = ()
+    #: a PREEMPT_RT kernel: /sys/kernel/realtime reads 1
+    realtime_kernel: bool = False
+    #: tuned's active profile (/etc/tuned/active_profile); "" where tuned is not set up
+    tuned_profile: str = ""
+    #: mounted file systems (/proc/mounts, kernel-internal ones left out), in mount order
+    mounts: tuple[Mount, ...] = ()
 
     def param(self, name: str) -> bool | None:
         """A boolean module parameter ("kvm_amd.sev"): True/False, None where not loaded."""
@@ -92,6 +118,20 @@ class LocalFacts:
     def cmdline_has(self, option: str) -> bool:
         """Whether the kernel command line holds *option* ("mem_encrypt=on", "iommu=pt")."""
         return option in self.cmdline.split()
+
+    def mount_of(self, path: str) -> Mount | None:
+        """The mount holding *path* (the longest mount point above it; the last one mounted
+        there wins), or None where no mount is known."""
+        import posixpath
+
+        path = posixpath.normpath("/" + path.lstrip("/"))
+        best = None
+        for m in self.mounts:
+            top = m.path.rstrip("/") or "/"
+            if path == top or path.startswith(top if top.endswith("/") else top + "/"):
+                if best is None or len(top) >= len(best.path.rstrip("/") or "/"):
+                    best = m
+        return best
 
     @property
     def ksm(self) -> str:
@@ -120,6 +160,48 @@ def _int(where: str | Path) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+def parse_cpulist(text: str | None) -> tuple[int, ...]:
+    """The kernel's CPU list syntax: ``2-7,10`` -> (2, 3, 4, 5, 6, 7, 10); ``""`` and
+    ``(null)`` (nohz_full with none) -> ()."""
+    cpus: set[int] = set()
+    for part in (text or "").replace("(null)", "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            continue
+        cpus.update(range(lo, hi + 1))
+    return tuple(sorted(cpus))
+
+
+def format_cpulist(cpus) -> str:
+    """(2, 3, 4, 7) -> ``2-4,7``: the syntax the kernel and libvirt use."""
+    runs: list[list[int]] = []
+    for cpu in sorted(set(cpus)):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash as octal escapes (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounts() -> tuple[Mount, ...]:
+    out = []
+    for line in (_text("proc/mounts") or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] not in PSEUDO_FS:
+            out.append(Mount(_unescape(fields[1]), fields[2]))
+    return tuple(out)
 
 
 def bracketed(text: str | None) -> str:
@@ -224,6 +306,11 @@ def read() -> LocalFacts:
         virtiofsd=_program("virtiofsd"),
         cmdline=_text("proc/cmdline") or "",
         firmware=_firmware(),
+        isolated_cpus=parse_cpulist(_text("sys/devices/system/cpu/isolated")),
+        nohz_full_cpus=parse_cpulist(_text("sys/devices/system/cpu/nohz_full")),
+        realtime_kernel=_int("sys/kernel/realtime") == 1,
+        tuned_profile=_text("etc/tuned/active_profile") or "",
+        mounts=_mounts(),
     )
 
 
@@ -256,6 +343,13 @@ def to_xml(facts: LocalFacts):
         if getattr(facts, name):
             etree.SubElement(root, "program", name=name, path=getattr(facts, name))
     etree.SubElement(root, "cmdline").text = facts.cmdline
+    etree.SubElement(root, "isolatedCpus").text = format_cpulist(facts.isolated_cpus)
+    etree.SubElement(root, "nohzFull").text = format_cpulist(facts.nohz_full_cpus)
+    etree.SubElement(root, "realtime", kernel=_yes(facts.realtime_kernel))
+    if facts.tuned_profile:
+        etree.SubElement(root, "tuned", profile=facts.tuned_profile)
+    for m in facts.mounts:
+        etree.SubElement(root, "mount", path=m.path, type=m.fstype)
     for fw in facts.firmware:
         el = etree.SubElement(root, "firmware", file=fw.file)
         for tag, value in (("description", fw.description), ("executable", fw.executable),
@@ -308,4 +402,9 @@ def from_xml(el) -> LocalFacts:
         virtiofsd=programs.get("virtiofsd", ""),
         cmdline=el.findtext("cmdline") or "",
         firmware=tuple(firmware),
+        isolated_cpus=parse_cpulist(el.findtext("isolatedCpus")),
+        nohz_full_cpus=parse_cpulist(el.findtext("nohzFull")),
+        realtime_kernel=el.find("realtime[@kernel='yes']") is not None,
+        tuned_profile=el.find("tuned").get("profile", "") if el.find("tuned") is not None else "",
+        mounts=tuple(Mount(m.get("path", ""), m.get("type", "")) for m in el.iterfind("mount")),
     )
