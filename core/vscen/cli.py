@@ -32,7 +32,6 @@ app = typer.Typer(
 app.add_typer(host_app, name="host")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(snapshot_app, name="snapshot")
-app.command()(shell)
 _state = {"debug": False}
 
 
@@ -83,7 +82,7 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Customise the finished XML: XPATH=VALUE (./devices/graphics/@type=vnc). Repeatable.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A TOML config file (above the user and system ones).")] = None,
     host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
-    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen).")] = None,
     disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Size of new disks, e.g. 40G.")] = None,
     pool: Annotated[Optional[str], typer.Option(help="libvirt storage pool for new disks (default: the pool of their directory).")] = None,
@@ -369,26 +368,19 @@ def plugins(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
 
 @app.command()
-def rules(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+def rules(
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the rules matrix (docs/rules-matrix.md) as Markdown.")] = False,
+):
     """The compatibility rules of every feature and scenario, and which scenarios compose."""
-    from itertools import combinations
-
-    from vscen.errors import VscenError
-    from vscen.resolve import resolve
-    from vscen.settings import build_settings
+    from vscen.docs import rules_matrix, scenario_pairs
 
     _, reg = _load()
+    if markdown:
+        typer.echo(rules_matrix(reg), nl=False)
+        return
     items = {name: {"kind": item.kind, **_rules(item)} for name, item in sorted(reg.items().items())}
-    pairs = []
-    for a, b in combinations(sorted(reg.scenarios), 2):
-        try:
-            res = resolve(reg, [a, b])
-            _, clashes = build_settings([(s.name, dict(s.defaults)) for s in res.scenarios],
-                                        [("default", {"name": "x"})])
-            problems = clashes
-        except VscenError as exc:
-            problems = exc.problems or [str(exc)]
-        pairs.append({"scenarios": [a, b], "composes": not problems, "problems": problems})
+    pairs = scenario_pairs(reg)
     if json_:
         typer.echo(json.dumps({"items": items, "scenario_pairs": pairs}, indent=2))
         return
@@ -441,6 +433,10 @@ def validate(
         typer.echo(f"{file}: valid (libvirt schema and {len(checks)} check findings, none failing)")
     if fails:
         raise InvalidDomainError(f"{file}: " + "; ".join(fails), fails)
+
+
+# the interactive shell, listed after the commands it builds on
+app.command()(shell)
 
 
 # ------------------------------------------------------------------------------------------

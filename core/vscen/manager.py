@@ -1,13 +1,17 @@
 """Discover plugins through entry points (group ``vscen``) and build the plugin manager.
 
 Entry points are loaded one by one so that a broken plugin is reported by name, distribution
-and version, with how to disable it, and does not take the other plugins down.
+and version, with how to disable it, and does not take the other plugins down. A plugin is
+disabled by name through ``VSCEN_DISABLED_PLUGINS`` or ``disabled_plugins`` in a config file;
+``VSCEN_PLUGIN_PATH`` loads modules and packages from local directories, for development.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pluggy
 
@@ -16,6 +20,12 @@ from vscen import hookspecs
 GROUP = "vscen"
 #: comma-separated plugin (entry point) names that are not loaded
 DISABLE_ENV = "VSCEN_DISABLED_PLUGINS"
+#: the config file key doing the same: disabled_plugins = ["name", ...]
+DISABLE_KEY = "disabled_plugins"
+#: directories (os.pathsep-separated) of modules and packages loaded as plugins, for development
+PATH_ENV = "VSCEN_PLUGIN_PATH"
+#: modules in a plugin directory that are never plugins
+NOT_PLUGINS = frozenset({"setup", "conftest", "noxfile"})
 
 
 @dataclass
@@ -59,6 +69,8 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("vscen")
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        #: problems that belong to no plugin (a VSCEN_PLUGIN_PATH entry that does not exist)
+        self.notes: list[str] = []
 
     def mark_broken(self, name: str, reason: str) -> None:
         info = self.infos[name]
@@ -71,51 +83,147 @@ class PluginManager(pluggy.PluginManager):
             self.unregister(plugin)
 
     def warnings(self) -> list[str]:
-        """One line per broken plugin, saying how to disable it."""
+        """One line per broken plugin, saying how to disable it, then the notes."""
         return [
             f"plugin '{i.name}' from {i.distribution} {i.version} is broken: {i.reason} "
             f"(disable it with {DISABLE_ENV}={i.name})"
             for i in self.infos.values()
             if i.status == "broken"
-        ]
+        ] + self.notes
 
 
-def disabled_names(extra: tuple[str, ...] = ()) -> set[str]:
-    names = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-    return names | set(extra)
+def disabled_plugins(extra: Iterable[str] | Mapping[str, str] = (), layers: Iterable = ()) -> dict[str, str]:
+    """Plugin name -> why it is not loaded: ``VSCEN_DISABLED_PLUGINS``, then ``disabled_plugins``
+    in the config *layers* (``vscen.settings.config_layers``), then *extra* (names, or names
+    with their reasons)."""
+    reasons = {n.strip(): f"listed in {DISABLE_ENV}" for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+    for name, reason in config_disabled(layers).items():
+        reasons.setdefault(name, reason)
+    given = extra.items() if isinstance(extra, Mapping) else ((n, "disabled by the caller") for n in extra)
+    for name, reason in given:
+        reasons.setdefault(name, reason)
+    return reasons
+
+
+def config_disabled(layers: Iterable) -> dict[str, str]:
+    """``disabled_plugins = ["name", ...]`` of each config layer ((label, values) pairs)."""
+    from vscen.errors import UsageError
+
+    out: dict[str, str] = {}
+    for label, values in layers:
+        names = values.get(DISABLE_KEY)
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise UsageError(f"{DISABLE_KEY}: {names!r} in {label} is not a list of plugin names; "
+                             f'write {DISABLE_KEY} = ["name", ...] (see \'vscen plugins\')')
+        for name in names:
+            out.setdefault(name.strip(), f"listed in {DISABLE_KEY} of {label}")
+    return out
+
+
+@dataclass(frozen=True)
+class LocalPlugin:
+    """A module or package found through ``VSCEN_PLUGIN_PATH``."""
+
+    name: str
+    path: Path  # the .py file or the package directory
+    where: str  # the VSCEN_PLUGIN_PATH entry it was found through
+
+
+def local_plugins(value: str, notes: list[str]) -> list[LocalPlugin]:
+    """The modules and packages of ``VSCEN_PLUGIN_PATH``: each entry is a directory of them, or
+    one package directory or ``.py`` file. Names that are not identifiers, start with ``_`` or
+    ``test_``, and setup.py, conftest.py, noxfile.py are never plugins."""
+    found: dict[str, LocalPlugin] = {}
+    for entry in filter(None, (e.strip() for e in value.split(os.pathsep))):
+        path = Path(entry).expanduser().resolve()
+        if path.is_file() and path.suffix == ".py" or (path / "__init__.py").is_file():
+            candidates = [path]
+        elif path.is_dir():
+            candidates = sorted(p for p in path.iterdir()
+                                if p.suffix == ".py" and p.is_file() or (p / "__init__.py").is_file())
+        else:
+            notes.append(f"{PATH_ENV}: '{entry}' is not a directory, a package or a .py file (ignored)")
+            continue
+        for candidate in candidates:
+            name = candidate.stem if candidate.suffix == ".py" else candidate.name
+            if not name.isidentifier() or name.startswith(("_", "test_")) or name in NOT_PLUGINS:
+                continue
+            if name in found:
+                notes.append(f"{PATH_ENV}: '{name}' in {path} ignored: {found[name].where} has one of that name")
+                continue
+            found[name] = LocalPlugin(name, candidate, str(path))
+    return list(found.values())
+
+
+def import_local(plugin: LocalPlugin):
+    """Import a local plugin by path, under its own name (its package's relative imports work)."""
+    import importlib.util
+    import sys
+
+    init = plugin.path / "__init__.py" if plugin.path.is_dir() else plugin.path
+    if plugin.name in sys.stdlib_module_names:
+        raise ImportError(f"'{plugin.name}' is the name of a standard library module; rename the local one")
+    existing = sys.modules.get(plugin.name)
+    if existing is not None:
+        if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == init:
+            return existing  # loaded by an earlier plugin manager in this process
+        raise ImportError(f"a module named '{plugin.name}' is imported already "
+                          f"(from {getattr(existing, '__file__', None) or 'built-in'}); rename the local one")
+    search = [str(plugin.path)] if plugin.path.is_dir() else None
+    spec = importlib.util.spec_from_file_location(plugin.name, init, submodule_search_locations=search)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[plugin.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(plugin.name, None)
+        raise
+    return module
 
 
 def get_plugin_manager(
-    *, disabled: tuple[str, ...] = (), entry_points: bool = True, plugins: tuple = ()
+    *, disabled: Iterable[str] | Mapping[str, str] = (), entry_points: bool = True, plugins: tuple = (),
+    layers: Iterable = (),
 ) -> PluginManager:
-    """Build a plugin manager: entry-point plugins (unless disabled) plus *plugins* given.
+    """Build a plugin manager: entry-point plugins and ``VSCEN_PLUGIN_PATH``'s (unless
+    disabled, by name or in the config *layers*) plus *plugins* given.
 
-    *plugins* are (name, object) pairs, for tests and for embedding vscen.
+    *plugins* are (name, object) pairs, for tests and for embedding vscen. With
+    ``entry_points=False`` only they are loaded.
     """
     pm = PluginManager()
-    blocked = disabled_names(disabled)
+    blocked = disabled_plugins(disabled, layers)
     if entry_points:
         import importlib_metadata
 
+        local = local_plugins(os.environ.get(PATH_ENV, ""), pm.notes)
+        by_name = {p.name: p for p in local}
         for ep in sorted(importlib_metadata.entry_points(group=GROUP), key=lambda e: e.name):
-            if ep.name in pm.infos:
-                continue  # the same distribution seen twice on sys.path
+            if ep.name in pm.infos or ep.name in by_name:
+                continue  # the same distribution seen twice on sys.path; or replaced by a local one
             info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
             pm.infos[ep.name] = info
-            if ep.name in blocked:
-                info.status, info.reason = "disabled", f"listed in {DISABLE_ENV}"
-                continue
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the others down
-                info.status, info.reason = "broken", f"{type(exc).__name__}: {exc}"
+            top = ep.value.partition(":")[0].partition(".")[0].strip()
+            if top in by_name:
+                info.status = "disabled"
+                info.reason = f"replaced by the local plugin '{top}' from {by_name[top].where} ({PATH_ENV})"
+            elif ep.name in blocked:
+                info.status, info.reason = "disabled", blocked[ep.name]
+            else:
+                _register(pm, info, ep.load)
+        for plugin in local:
+            info = PluginInfo(name=plugin.name, module=plugin.name, _distribution=f"(local: {plugin.where})", _version="-")
+            pm.infos[plugin.name] = info
+            if plugin.name in blocked:
+                info.status, info.reason = "disabled", blocked[plugin.name]
+            elif _register(pm, info, lambda p=plugin: import_local(p)):
+                info._version = str(getattr(pm.get_plugin(plugin.name), "__version__", "-"))
     for name, obj in plugins:
         pm.infos[name] = PluginInfo(name=name, module=getattr(obj, "__name__", ""),
                                     _distribution="(in-process)", _version="-")
-        try:
-            pm.register(obj, name=name)
-        except Exception as exc:
-            pm.infos[name].status, pm.infos[name].reason = "broken", f"{type(exc).__name__}: {exc}"
+        _register(pm, pm.infos[name], lambda o=obj: o)
     while True:  # check_pending reports one misspelled hook at a time
         try:
             pm.check_pending()
@@ -130,3 +238,12 @@ def get_plugin_manager(
         if plugin is not None:
             info.hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
     return pm
+
+
+def _register(pm: PluginManager, info: PluginInfo, load) -> bool:
+    try:
+        pm.register(load(), name=info.name)
+        return True
+    except Exception as exc:  # a broken plugin must not take the others down
+        info.status, info.reason = "broken", f"{type(exc).__name__}: {exc}"
+        return False

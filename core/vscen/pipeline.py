@@ -28,6 +28,8 @@ class Request:
     #: plugins given in-process as (name, object), for tests and embedding
     plugins: tuple = ()
     entry_points: bool = True
+    #: plugin names not to load (besides VSCEN_DISABLED_PLUGINS and the config's disabled_plugins)
+    disabled: tuple = ()
     #: what libvirt knows (default: the installed one); for rendering for a newer libvirt
     support: Any = None
     #: validate against the installed libvirt's schema (off only when rendering for another)
@@ -59,8 +61,12 @@ def load(request: Request):
     """discover + register: (plugin manager, registry)."""
     from vscen.manager import get_plugin_manager
     from vscen.registry import build_registry
+    from vscen.settings import config_layers
 
-    pm = get_plugin_manager(plugins=request.plugins, entry_points=request.entry_points)
+    # the config files' disabled_plugins; read only where entry points are discovered
+    layers = config_layers(request.config) if request.entry_points else ()
+    pm = get_plugin_manager(plugins=request.plugins, entry_points=request.entry_points,
+                            disabled=request.disabled, layers=layers)
     return pm, build_registry(pm)
 
 
@@ -104,6 +110,8 @@ def render(request: Request, keep_connection: bool = True) -> Result:
               [f"{c.validator}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in fails])
 
     domain = build(ctx)
+    if settings.peers and ctx._peers is None:
+        ctx.note("--peer: no chosen scenario or feature looks at other hosts; ignored")
     root, _ = domain.render()
     from lxml import etree
 
@@ -143,7 +151,8 @@ def request_settings(request: Request, reg, resolution, rule_problems: list[str]
     for _, values in layers:
         file_conf.update(values)
     connect = request.connect or file_conf.pop("connect", None)
-    layers = [(label, {k: v for k, v in values.items() if k not in ("connect", "output")}) for label, values in layers]
+    ignored = ("connect", "output", "disabled_plugins")  # not guest settings
+    layers = [(label, {k: v for k, v in values.items() if k not in ignored}) for label, values in layers]
     chosen = resolution.scenarios if resolution else [reg.scenarios[n] for n in request.scenarios]
     defaults = [(s.name, dict(s.defaults)) for s in chosen]
     name = "-".join(request.scenarios) or "-".join(request.add)
@@ -192,6 +201,39 @@ def _facts(request: Request, connect: str | None, settings):
     from vscen.host.probe import probe
 
     return probe(connection, settings.arch, settings.machine, settings.virt_type), connection
+
+
+def load_peers(ctx) -> list:
+    """Host facts of ``ctx.settings.peers``: a libvirt URI (``qemu+ssh://kvm7/system``) is
+    opened and probed for the guest's arch, machine and domain type; anything else is recorded
+    files, several joined by ',' (``caps.xml,domcaps.xml``), read as ``--host-facts`` does."""
+    from vscen.host import facts as hf
+    from vscen.host.connect import open_connection
+    from vscen.host.probe import DEFAULT_MACHINES, probe
+
+    s = ctx.settings
+    arch = s.arch or ctx.host.arch
+    machine = s.machine or DEFAULT_MACHINES.get(arch)
+    virt_type = s.virt_type or ctx.host.domain_type
+    peers = []
+    for spec in s.peers:
+        if "://" in spec:
+            connection = open_connection(spec)
+            try:
+                if connection.is_test:
+                    peers.append(replace(hf.reference(), source=spec))
+                else:
+                    peers.append(probe(connection, arch, machine, virt_type))
+            finally:
+                connection.close()
+            continue
+        paths = [Path(p) for p in spec.split(",")]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise UsageError(f"--peer {spec}: '{missing[0]}' is neither a libvirt URI "
+                             "(qemu+ssh://HOST/system) nor a recorded host facts file")
+        peers.append(hf.load_files(paths))
+    return peers
 
 
 def customise(root, sets: list[str]) -> list[tuple[str, str]]:
