@@ -58,6 +58,7 @@ def _isolated_config(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
     monkeypatch.delenv("VSCEN_DISABLED_PLUGINS", raising=False)
+    monkeypatch.delenv("VSCEN_PLUGIN_PATH", raising=False)
 
 
 def pytest_addoption(parser):

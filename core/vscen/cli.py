@@ -64,7 +64,8 @@ def err(text: str) -> None:
 
 @app.command(no_args_is_help=True)
 def run(
-    scenarios: Annotated[list[str], typer.Argument(help="Scenarios to combine (see 'vscen list scenarios').")],
+    scenarios: Annotated[list[str], typer.Argument(help="Scenarios to combine (see 'vscen list scenarios').",
+                                                   autocompletion=lambda incomplete: _complete("scenarios", incomplete))],
     name: Annotated[Optional[str], typer.Option(help="Guest name (default: the scenario names).")] = None,
     memory: Annotated[Optional[str], typer.Option(help="Memory, e.g. 4GiB, 512MiB (a bare number is MiB).")] = None,
     vcpu: Annotated[Optional[str], typer.Option(help="Number of virtual CPUs.")] = None,
@@ -78,7 +79,8 @@ def run(
     network: Annotated[Optional[str], typer.Option(help="network=NAME, bridge=NAME, user or none (,model=MODEL).")] = None,
     graphics: Annotated[Optional[str], typer.Option(help="spice, vnc or none.")] = None,
     filesystem: Annotated[Optional[list[str]], typer.Option(help="Share a host directory: source=/DIR,target=TAG[,readonly=yes]. Repeatable.")] = None,
-    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="+NAME adds a feature, -NAME removes one. Repeatable.")] = None,
+    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="+NAME adds a feature, -NAME removes one. Repeatable.",
+                                                         autocompletion=lambda incomplete: _complete("features", incomplete))] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Customise the finished XML: XPATH=VALUE (./devices/graphics/@type=vnc). Repeatable.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A TOML config file (above the user and system ones).")] = None,
     host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
@@ -95,7 +97,7 @@ def run(
     tune_host: Annotated[bool, typer.Option("--tune-host", help="Apply the host tuning the scenarios ask for (THP, KSM); undone by 'vscen destroy'.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the XML and the plan; change nothing.")] = False,
     explain: Annotated[bool, typer.Option(help="Show which plugin set each element and value.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing output file or domain.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace what exists and differs: the output file, the domain, vscen's own leftovers (never a disk).")] = False,
     start: Annotated[bool, typer.Option(help="Start the guest once defined.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ):
@@ -118,9 +120,9 @@ def run(
     result = render(request)
     for line in result.warnings:
         err(f"warning: {line}")
-    from vscen.plan import make_plan
+    from vscen.plan import make_plan, output_dir
 
-    plan = make_plan(result, output, force=force, start=start)
+    plan = make_plan(result, output_dir(output, config), force=force, start=start)
     if dry_run:
         typer.echo(result.xml, nl=False)
     if explain:
@@ -141,6 +143,21 @@ def run(
     summary["applied"] = [s.description for s in plan.steps]
     summary["journal"] = str(journal.path) if journal.entries else None
     _report(summary, json_, dry_run=False)
+
+
+def _complete(kind: str, incomplete: str) -> list[str]:
+    """Shell completion of scenario names, or of +/-feature names."""
+    try:
+        from vscen.pipeline import Request, load
+
+        _, reg = load(Request(scenarios=[]))
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    if kind == "scenarios":
+        return [n for n in sorted(reg.scenarios) if n.startswith(incomplete)]
+    sign = incomplete[:1] if incomplete[:1] in "+-" else "+"
+    stem = incomplete.lstrip("+-")
+    return [sign + n for n in sorted(reg.features) if n.startswith(stem)]
 
 
 def _split_features(values: list[str]) -> tuple[list[str], list[str]]:
@@ -202,7 +219,7 @@ def _print_explain(result) -> None:
     custom = dict(result.customised)
     width = max(len(r[0]) for r in rows)
     for path, value, who in rows:
-        if path in custom:
+        if path in custom and value:  # a value row, not the row of the element itself
             value, who = custom[path], f"user (--set), was '{value}' from {who}"
         typer.echo(f"{path:<{width}}  {value!s:<24}  {who}", err=True)
 
@@ -219,10 +236,10 @@ def destroy(
     from vscen.errors import UsageError, VscenError, raise_all
     from vscen.host.connect import open_connection
     from vscen.journal import FILENAME, Journal
-    from vscen.plan import default_output_dir
+    from vscen.plan import output_dir
     from vscen.settings import check_name
 
-    path = (output or default_output_dir()) / check_name(name) / FILENAME
+    path = output_dir(output) / check_name(name) / FILENAME
     if not path.exists():
         raise UsageError(f"destroy: vscen made no guest '{name}' here (no {path})")
     journal = Journal.load(path)
@@ -244,9 +261,9 @@ def status(
 ):
     """The guests vscen made: where, what it created for them, and their state."""
     from vscen.journal import FILENAME, Journal
-    from vscen.plan import default_output_dir
+    from vscen.plan import output_dir
 
-    base = output or default_output_dir()
+    base = output_dir(output)
     paths = [base / name / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
     rows = []
     for path in paths:

@@ -34,10 +34,10 @@ def _guest(name: str, output: Path | None, connect: str | None):
     from vscen.errors import LibvirtError, UsageError
     from vscen.host.connect import open_connection
     from vscen.journal import FILENAME, Journal
-    from vscen.plan import default_output_dir
+    from vscen.plan import output_dir
     from vscen.settings import check_name
 
-    path = (output or default_output_dir()) / check_name(name) / FILENAME
+    path = output_dir(output) / check_name(name) / FILENAME
     if not path.exists():
         raise UsageError(f"snapshot: vscen made no guest '{name}' here (no {path}); it touches only its own guests")
     journal = Journal.load(path)

@@ -33,6 +33,14 @@ def default_output_dir() -> Path:
     return Path(base) / "vscen"
 
 
+def output_dir(output: Path | None, config: Path | None = None) -> Path:
+    """--output, else the config files' ``output``, else the XDG data directory."""
+    from vscen.settings import config_value
+
+    value = output or config_value("output", config)
+    return Path(value).expanduser() if value else default_output_dir()
+
+
 def digest(xml: str) -> str:
     return hashlib.sha256(xml.encode()).hexdigest()
 

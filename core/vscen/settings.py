@@ -222,6 +222,15 @@ def config_layers(explicit: Path | None) -> list[tuple[str, dict[str, Any]]]:
     return layers
 
 
+def config_value(key: str, explicit: Path | None = None):
+    """The value of a non-guest key (``output``, ``connect``...) from the config files, the
+    highest-precedence one that sets it, or None."""
+    value = None
+    for _, values in config_layers(explicit):
+        value = values.get(key, value)
+    return value
+
+
 def parse_disk(spec: str, defaults: dict[str, Any]) -> Disk | None:
     """``path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native`` or ``none``."""
     if spec.strip() == "none":
