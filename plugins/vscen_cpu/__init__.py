@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 from vscen import Conflict, Feature, hookimpl
+from vscen.host.local import format_cpulist as cpuset
 
 
 def _cpu_modes(ctx) -> set[str] | None:
@@ -66,16 +67,6 @@ def choose_cell(ctx):
     fits = [c for c in ctx.host.cells if len(c.cpus) >= vcpu and c.memory_kib >= memory]
     return next((c for c in fits if len(c.cpus) > vcpu), fits[0] if fits else None)
 
-
-def cpuset(cpus) -> str:
-    """libvirt's cpuset syntax: (0, 1, 2, 5) -> '0-2,5'."""
-    runs: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def apply_pinning(domain, ctx) -> None:

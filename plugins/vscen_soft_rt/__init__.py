@@ -45,21 +45,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vscen import Check, Conflict, Feature, Scenario, Validator, hookimpl
+from vscen.host.local import format_cpulist as cpuset
 
 #: tuned profiles that tune a host for real-time guests (tuned-profiles-realtime, -nfv-host)
 RT_PROFILES = ("realtime-virtual-host", "realtime", "cpu-partitioning")
 PRIORITY = 1
 
-
-def cpuset(cpus) -> str:
-    """libvirt's and the kernel's CPU list syntax: (0, 1, 2, 5) -> '0-2,5'."""
-    runs: list[list[int]] = []
-    for cpu in sorted(set(cpus)):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def pin_order(cell) -> list[int]:
