@@ -118,6 +118,8 @@ def run(
                       host_facts=host_facts or [], connect=connect, force=force,
                       tune_host=tune_host, passphrase_source=default_source(passphrase_file))
     result = render(request)
+    if result.connection is not None and result.connection.note:
+        err(f"note: {result.connection.note}")  # stderr: the fallback is not the guest's business
     for line in result.warnings:
         err(f"warning: {line}")
     from vscen.plan import make_plan, output_dir
@@ -179,6 +181,7 @@ def _summary(result, plan) -> dict:
         "checks": [{"validator": c.validator, "status": c.status, "message": c.message, "fix": c.fix}
                    for c in result.checks],
         "notes": list(ctx.notes),
+        "connection_note": result.connection.note if result.connection is not None else "",
         "customised": [{"path": p, "value": v} for p, v in result.customised],
         "xml": str(plan.xml_path) if plan.xml_path else None,
         "plan": [s.description for s in plan.steps],

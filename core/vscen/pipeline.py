@@ -101,8 +101,6 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     ctx.notes.extend(facts.notes)
     if settings.virt_type is None and not facts.kvm:
         ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
-    if connection is not None and connection.note:
-        ctx.notes.insert(0, connection.note)
 
     checks = run_host_validators(ctx, reg, resolution.validators())
     fails = [c for c in checks if c.status == "fail"]
