@@ -3,11 +3,12 @@
 ``graphics``
     The remote display from ``settings.graphics`` (spice unless told otherwise). Spice gives
     the guest clipboard sharing, USB redirection and audio over one connection, and the
-    ``spicevmc`` channel is how the guest's spice agent reaches the client for them. Image
-    compression is off because a local client gains nothing from it and pays CPU for it.
-    ``autoport`` lets libvirt pick a free port, so several guests never clash, and the
-    ``address`` listen keeps libvirt's default (localhost) listen address. Where the host does
-    not offer spice (QEMU built without it), vnc, with a note; ``none`` adds no display.
+    ``spicevmc`` channel is how the guest's spice agent reaches the client for them. No
+    spice-only children on the ``<graphics>`` element itself, so that ``--set
+    ./devices/graphics/@type=vnc`` gives a valid vnc display. ``autoport`` lets libvirt pick a
+    free port, so several guests never clash, and the ``address`` listen keeps libvirt's
+    default (localhost) listen address. Where the host does not offer spice (QEMU built
+    without it), vnc, with a note; ``none`` adds no display.
 
 ``video-virtio``
     A virtio GPU, the primary (and only) head: current guests have a driver for it and it
@@ -63,7 +64,6 @@ def apply_graphics(domain, ctx) -> None:
     gfx = devices.add("graphics", type=kind, autoport="yes")
     gfx.add("listen", type="address")
     if kind == "spice":
-        gfx.add("image", compression="off")
         if ctx.host.offers("channel.type", "spicevmc"):
             devices.add("channel", type="spicevmc").add(
                 "target", type="virtio", name="com.redhat.spice.0")
@@ -103,7 +103,7 @@ FEATURES = (
         conflicts=(HEADLESS,),
         apply=apply_graphics,
         details="From settings.graphics (default spice): spice -> <graphics type='spice' "
-                "autoport='yes'> with <listen type='address'/>, <image compression='off'/> "
+                "autoport='yes'> with <listen type='address'/> "
                 "and the spicevmc channel for the spice agent; vnc -> <graphics type='vnc' "
                 "autoport='yes'>; none -> nothing. vnc, with a note, where the host has no spice.",
     ),

@@ -268,13 +268,23 @@ def test_multiqueue_requires_network():
 DESKTOP = ["storage", "network", "graphics", "video-virtio", "audio", "usb-tablet"]
 
 
+def test_switching_the_display_to_vnc_with_set_gives_a_valid_domain(define):
+    """The issue's own example: vscen run desktop --feature -audio --set ./devices/graphics/@type=vnc"""
+    result = render_for(["desktop"], host="amd-sev", remove=["audio"], options={"name": "t1"},
+                        sets=["./devices/graphics/@type=vnc"])
+    root = etree.fromstring(result.xml.encode())
+    assert [g.get("type") for g in root.findall("devices/graphics")] == ["vnc"]
+    assert root.findall("devices/sound") == [] and root.findall("devices/audio") == []
+    define(result.xml)
+
+
 def test_spice_graphics_with_agent_channel_and_spice_audio(define):
     result, root = render(DESKTOP, host="amd-sev")
 
     gfx = root.findall("devices/graphics")
     assert [dict(g.attrib) for g in gfx] == [{"type": "spice", "autoport": "yes"}]
     assert gfx[0].find("listen").get("type") == "address"
-    assert gfx[0].find("image").get("compression") == "off"
+    assert [c.tag for c in gfx[0]] == ["listen"]  # nothing spice-only: --set type=vnc stays valid
     channels = root.findall("devices/channel[@type='spicevmc']")
     assert [c.find("target").attrib for c in channels] == [{"type": "virtio", "name": "com.redhat.spice.0"}]
     assert [a.attrib for a in root.findall("devices/audio")] == [{"id": "1", "type": "spice"}]
