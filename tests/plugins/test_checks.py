@@ -344,6 +344,14 @@ def test_hugepages_warn_says_how_many_to_reserve(registry, host):
                          "(--hugepages persistent keeps them across reboots)")
 
 
+@pytest.mark.parametrize("mode", ["reserve", "persistent"])
+def test_hugepages_pass_when_vscen_reserves_them(registry, mode):
+    ctx = make_ctx("amd-sev", memory="4GiB")
+    ctx.settings = dataclasses.replace(ctx.settings, hugepages=mode)
+    check = only(run(registry, "hugepages", ctx))
+    assert check.status == "pass" and f"vscen reserves them (--hugepages {mode})" in check.message
+
+
 def test_hugepages_counts_free_pages_not_reserved_ones(registry):
     cell = NumaCell(id=0, memory_kib=16 << 20, cpus=(0, 1, 2, 3),
                     pages={4: 1000, 2048: 3000, 1048576: 2}, free_pages={4: 1000, 2048: 1000, 1048576: 2})
