@@ -32,8 +32,7 @@ def test_every_hook_is_implemented_by_a_built_in_plugin():
 
     pm = get_plugin_manager()
     implemented = {h for info in pm.infos.values() for h in info.hooks}
-    # host actions arrive with the host issue; until then no built-in registers one
-    assert hook_names() - implemented <= {"vscen_register_host_actions"}
+    assert hook_names() <= implemented
 
 
 def test_built_in_plugins_load_without_problems():
