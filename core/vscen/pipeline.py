@@ -246,9 +246,8 @@ def customise(root, sets: list[str]) -> list[tuple[str, str]]:
     done = []
     tree = root.getroottree()
     for item in sets:
-        expr, sep, value = item.partition("=")
-        # an XPath may contain '=' inside a predicate: split at the last '=' outside brackets
-        expr, value = _split_set(item) if sep else (expr, None)
+        # an XPath may hold '=' in a predicate: split at the first '=' outside brackets
+        expr, value = _split_set(item)
         if value is None or not expr:
             raise UsageError(f"--set: '{item}' is not XPATH=VALUE")
         attr = None
