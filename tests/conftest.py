@@ -101,3 +101,27 @@ def system_conn():
     conn = system_or_skip()
     yield conn
     conn.close()
+
+
+def define_on_test_driver(xml: str):
+    """Define *xml* on test:///default with VIR_DOMAIN_DEFINE_VALIDATE (libvirt's schema and
+    parser), undefine it, and return the XML libvirt made of it, parsed."""
+    import libvirt
+    from lxml import etree
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        try:
+            return etree.fromstring(dom.XMLDesc(0).encode())
+        finally:
+            dom.undefine()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def define():
+    """define_on_test_driver, as a fixture."""
+    return define_on_test_driver

@@ -14,7 +14,7 @@ them; elsewhere the test says so and checks the rest.
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, host_files, render_for
+from conftest import DATA, define_on_test_driver, host_files, render_for
 
 from vscen.pipeline import Request, render
 from vscen.validate import Support
@@ -113,16 +113,6 @@ def test_golden(case, regen_golden):
                     "does not know: compared byte for byte, not validated or defined here")
     define_on_test_driver(result.xml)
 
-
-def define_on_test_driver(xml: str) -> None:
-    import libvirt
-
-    conn = libvirt.open("test:///default")
-    try:
-        dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        dom.undefine()
-    finally:
-        conn.close()
 
 
 def test_every_golden_file_is_a_case():

@@ -28,30 +28,6 @@ DISKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def conn():
-    libvirt = pytest.importorskip("libvirt")
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def define(conn):
-    """Define *xml* on test:///default with validation, undefine it, return libvirt's XML."""
-    import libvirt
-
-    def _define(xml: str):
-        dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        try:
-            return etree.fromstring(dom.XMLDesc(0).encode())
-        finally:
-            dom.undefine()
-
-    return _define
-
-
 def render(add, host="amd-sev", options=None, disks=None, **kw):
     result = render_for([], host=host, add=add, options={"name": "t1", **(options or {})}, disks=disks, **kw)
     return result, etree.fromstring(result.xml.encode())

@@ -12,7 +12,7 @@ read too; no device is ever detached or assigned.
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, host_files
+from conftest import DATA, define_on_test_driver, host_files
 from lxml import etree
 
 from vscen.errors import HostError, InvalidDomainError, RulesError
@@ -46,15 +46,6 @@ def host_error(*args, **kw) -> HostError:
         render(*args, **kw)
     return exc.value
 
-
-def define_on_test_driver(xml: str) -> None:
-    import libvirt
-
-    conn = libvirt.open("test:///default")
-    try:
-        conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE).undefine()
-    finally:
-        conn.close()
 
 
 NVME = ('<hostdev mode="subsystem" type="pci" managed="yes">\n      <source>\n        '

@@ -27,31 +27,6 @@ DEVICES_HOST = f"test://{DATA / 'host-devices.xml'}"
 PERF = ("storage-perf", "network-perf", "video-perf", "cpu-perf", "clock-perf")
 
 
-@pytest.fixture(scope="module")
-def conn():
-    import libvirt
-
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    c = libvirt.open("test:///default")
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def define(conn):
-    """Define *xml* on test:///default with validation and undefine it; libvirt's XML back."""
-    import libvirt
-
-    def _define(xml: str):
-        dom = conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-        try:
-            return etree.fromstring(dom.XMLDesc(0).encode())
-        finally:
-            dom.undefine()
-
-    return _define
-
-
 def render(scenarios=(), add=(), host="kvm", options=None, **kw):
     result = render_for(list(scenarios), host=host, add=list(add), options={"name": "perf", **(options or {})}, **kw)
     return result, etree.fromstring(result.xml.encode())
