@@ -19,7 +19,6 @@ from vscen import __version__
 from vscen.cli_guest import app as snapshot_app
 from vscen.cli_host import app as host_app
 from vscen.cli_plugin import app as plugin_app
-from vscen.cli_shell import shell
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -455,8 +454,19 @@ def validate(
         raise InvalidDomainError(f"{file}: " + "; ".join(fails), fails)
 
 
-# the interactive shell, listed after the commands it builds on
-app.command()(shell)
+# the interactive shell, listed after the commands it builds on; its machinery (a module of
+# its own) is imported only when it starts
+
+
+@app.command()
+def shell(
+    scenarios: Annotated[Optional[list[str]], typer.Argument(help="Scenarios to start with (see 'vscen list scenarios').")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI to start with (the 'connect' setting).")] = None,
+):
+    """An interactive shell: choose scenarios, features and settings with tab completion, see the XML, the plan and the host, and run it."""
+    from vscen.cli_shell import start
+
+    start(scenarios, connect)
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,9 +20,7 @@ import string
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 PROMPT = "vscen> "
 
@@ -108,11 +106,8 @@ _YES = {"yes": True, "y": True, "on": True, "true": True, "1": True,
         "no": False, "n": False, "off": False, "false": False, "0": False}
 
 
-def shell(
-    scenarios: Annotated[Optional[list[str]], typer.Argument(help="Scenarios to start with (see 'vscen list scenarios').")] = None,
-    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI to start with (the 'connect' setting).")] = None,
-):
-    """An interactive shell: choose scenarios, features and settings with tab completion, see the XML, the plan and the host, and run it."""
+def start(scenarios: list[str] | None, connect: str | None) -> None:
+    """Run the shell (``vscen shell``, whose options cli.py declares)."""
     session = shell_class()()
     if scenarios:
         session.assign("scenario", " ".join(scenarios))
