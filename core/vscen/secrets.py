@@ -16,6 +16,15 @@ ENV = "VSCEN_DISK_PASSPHRASE"
 _cache: dict = {}
 
 
+def secret_uuid(path: str) -> str:
+    """The UUID of the libvirt secret of the encrypted disk at *path*: derived from the path,
+    so that the domain XML (which names it) is deterministic and the host action that defines
+    the secret agrees with the feature that writes the disk."""
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vscen:" + path))
+
+
 def default_source(passphrase_file: Path | None):
     if passphrase_file is not None:
         return ("file", str(passphrase_file))

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 from vscen import Feature, hookimpl
+from vscen.secrets import secret_uuid
 from vscen.settings import flatten, parse_size
 
 #: buses whose disks Linux names from one shared ``sd`` letter sequence
@@ -42,13 +43,6 @@ def letters(index: int) -> str:
         out = chr(ord("a") + rest) + out
     return out
 
-
-def secret_uuid(path: str) -> str:
-    """The UUID of the libvirt secret of the encrypted disk at *path*; the ``disk-encryption``
-    host action defines the secret under the same UUID."""
-    import uuid
-
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vscen:" + path))
 
 
 def _normal(key: str, value):

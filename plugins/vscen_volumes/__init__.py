@@ -56,17 +56,11 @@ from dataclasses import dataclass, field
 
 from vscen import HostAction, Step, hookimpl
 from vscen.errors import ExistsError, HostError, LibvirtError, UsageError, VscenError
+from vscen.secrets import secret_uuid
 
 VOLUME = "storage-volume"
 ENCRYPTION = "disk-encryption"
 
-
-def secret_uuid(path: str) -> str:
-    """The UUID of the secret of the encrypted disk at *path* (the storage feature computes
-    the same one for the domain XML)."""
-    import uuid
-
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "vscen:" + path))
 
 
 def human(size: int) -> str:
