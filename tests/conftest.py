@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_HOSTS = ROOT.parent / "shared" / "fixtures" / "hosts"
 DATA = Path(__file__).resolve().parent / "data"
+#: recorded host facts, copied into the repository with their sources (see its README.md)
+RECORDED_HOSTS = DATA / "hosts"
 
 #: recorded hosts: name -> the files (caps and/or domcaps) that describe it
 HOSTS = {
@@ -25,7 +28,7 @@ HOSTS = {
 
 def host_files(name: str) -> list[Path]:
     """The recorded files of host *name* (see HOSTS)."""
-    return [SHARED_HOSTS / f for f in HOSTS[name]]
+    return [RECORDED_HOSTS / f for f in HOSTS[name]]
 
 
 def host_facts(name: str):
@@ -44,6 +47,41 @@ def render_for(scenarios, host: str | None = "amd-sev", **kw):
 
     files = host_files(host) if host else []
     return render(Request(scenarios=list(scenarios), host_facts=files, **kw), keep_connection=False)
+
+
+def beside_repository(path) -> bool:
+    """Whether *path* lies next to the checkout (in its parent folder) but outside it: where a
+    test would find ``../shared`` on a developer's machine and nothing on a contributor's."""
+    if ROOT.parent == ROOT.parent.parent or isinstance(path, int):
+        return False
+    try:
+        full = Path(os.path.abspath(os.fsdecode(path)))
+    except (TypeError, ValueError):
+        return False
+    return full.is_relative_to(ROOT.parent) and not full.is_relative_to(ROOT)
+
+
+#: files the tests opened or listed beside the repository (see _reads_stay_in_the_repository)
+READ_BESIDE: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event in ("open", "os.listdir", "os.scandir") and args and beside_repository(args[0]):
+        READ_BESIDE.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture(autouse=True)
+def _reads_stay_in_the_repository():
+    """A test that reads a file beside the checkout fails: the suite must pass from a plain
+    clone, where nothing is beside it."""
+    before = len(READ_BESIDE)
+    yield
+    read = READ_BESIDE[before:]
+    if read:
+        pytest.fail(f"the test read outside the repository: {sorted(set(read))}")
 
 
 @pytest.fixture

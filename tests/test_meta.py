@@ -86,3 +86,31 @@ def test_core_names_no_scenario():
         text = path.read_text()
         for name in names:
             assert f'"{name}"' not in text and f"'{name}'" not in text, f"{path} names {name}"
+
+
+def test_no_test_names_a_path_outside_the_repository():
+    """The suite runs from a plain clone: no test climbs out of the checkout for its data."""
+    climbing = re.compile(r"ROOT\.parent\b|[\"']\.\./shared|\bshared[\"']?\s*/\s*[\"']?fixtures")
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for path in (ROOT / "tests").rglob("*.py")
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if climbing.search(line) and path.name != "conftest.py" and path != Path(__file__)]
+    assert offenders == []
+
+
+def test_reading_beside_the_repository_is_caught():
+    import conftest
+
+    assert conftest.beside_repository(ROOT.parent / "shared" / "fixtures" / "hosts" / "x.xml")
+    assert conftest.beside_repository(str(ROOT / ".." / "shared"))
+    assert not conftest.beside_repository(ROOT / "tests" / "data" / "hosts" / "README.md")
+    assert not conftest.beside_repository("/usr/share/libvirt/schemas/domain.rng")
+    assert not conftest.beside_repository(3)
+
+
+def test_every_recorded_host_file_is_in_the_repository_with_its_source():
+    from conftest import HOSTS, RECORDED_HOSTS
+
+    readme = (RECORDED_HOSTS / "README.md").read_text()
+    for name in {f for files in HOSTS.values() for f in files}:
+        assert (RECORDED_HOSTS / name).is_file(), name
+        assert f"| {name} |" in readme, f"{name} has no source in {RECORDED_HOSTS / 'README.md'}"

@@ -14,9 +14,6 @@ conftest = load_tests_conftest()
 HOSTS = conftest.HOSTS
 host_files = conftest.host_files
 
-pytestmark = pytest.mark.skipif(not conftest.SHARED_HOSTS.is_dir(),
-                                reason=f"recorded hosts missing: {conftest.SHARED_HOSTS}")
-
 X86_CAPS_PAGES = (4, 2048, 1048576)
 
 #: the key facts of each recorded host (see the fixtures' README)

@@ -23,9 +23,6 @@ from vscen.host.local import FirmwareDescriptor, LocalFacts, NodePages
 conftest = load_tests_conftest()
 host_files = conftest.host_files
 
-pytestmark = pytest.mark.skipif(not conftest.SHARED_HOSTS.is_dir(),
-                                reason=f"recorded hosts missing: {conftest.SHARED_HOSTS}")
-
 OVMF = ("/usr/share/OVMF/OVMF_CODE_4M.ms.fd", "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
         "/usr/share/OVMF/OVMF_CODE_4M.fd")
 

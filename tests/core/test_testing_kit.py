@@ -17,7 +17,7 @@ from vscen import Check, Conflict, Feature, Scenario, Validator
 from vscen.errors import RulesError, UsageError
 from vscen.testing import DATA, HOSTS, compare_golden, host_files
 
-SHARED = load_tests_conftest()
+RECORDED = load_tests_conftest()
 
 
 def _describe(domain, ctx):
@@ -35,7 +35,7 @@ KIT = Plug(
 
 # -- recorded hosts ---------------------------------------------------------------------------
 
-#: the kit's hosts and the shared fixtures they were made from (tests/conftest.py HOSTS)
+#: the kit's hosts and the recorded hosts (tests/data/hosts) they were made from (tests/conftest.py HOSTS)
 SOURCES = {"amd-sev": "amd-sev", "intel-tdx": "intel-tdx", "kvm": "kvm", "local-tcg": "local-tcg", "aarch64": "aarch64"}
 
 
@@ -44,7 +44,7 @@ def test_each_shipped_host_gives_the_facts_of_its_recorded_files(host, vscen_hos
     from vscen.host.facts import load_files
 
     shipped = vscen_host_facts(host)
-    recorded = load_files(SHARED.host_files(SOURCES[host]))
+    recorded = load_files(RECORDED.host_files(SOURCES[host]))
     differ = [f.name for f in fields(shipped) if f.name != "source" and getattr(shipped, f.name) != getattr(recorded, f.name)]
     assert differ == []
     assert shipped.has_domcaps and shipped.source == str(DATA / f"host-{host}.xml")

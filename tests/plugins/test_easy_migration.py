@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import vscen_easy_migration as em
-from conftest import SHARED_HOSTS, host_facts, host_files, render_for
+from conftest import RECORDED_HOSTS, host_facts, host_files, render_for
 from lxml import etree
 
 from vscen.context import Context
@@ -190,9 +190,9 @@ def test_peer_checks(registry):
         ctx = Context(settings=settings, host=host_facts(host), resolution=Resolution(), support=LIBVIRT_9)
         return [(c.status, c.message) for c in registry.validators["live-migration"].check(ctx)]
 
-    got = check(peers=[str(SHARED_HOSTS / "domcaps-aarch64-virt.xml")])
+    got = check(peers=[str(RECORDED_HOSTS / "domcaps-aarch64-virt.xml")])
     assert got[0][0] == "fail" and "is aarch64, the guest x86_64" in got[0][1]
-    got = check(peers=[str(SHARED_HOSTS / "caps-numa2-hmat.xml")])
+    got = check(peers=[str(RECORDED_HOSTS / "caps-numa2-hmat.xml")])
     assert got[0][0] == "fail" and "no domain capabilities" in got[0][1]
     got = check(peers=[peer("tcg")])
     assert got[0][0] == "fail" and "offers qemu guests, this one is kvm" in got[0][1]

@@ -18,7 +18,7 @@ from lxml import etree
 from vscen.errors import HostError, InvalidDomainError, RulesError
 
 DEVICES_HOST = f"test://{DATA / 'host-devices.xml'}"
-SHARED = host_files("kvm")[0].parent
+RECORDED = host_files("kvm")[0].parent
 
 
 def render(hostdevs, connect=DEVICES_HOST, host=None, scenarios=(), add=("host-hardware",), files=None):
@@ -144,7 +144,7 @@ def test_group_members_held_by_vfio_pci_or_bridges_let_a_device_go():
 
 
 def test_iommu_off():
-    files = [SHARED / "caps-numa2-hmat.xml", SHARED / "domcaps-kvm-q35.xml"]
+    files = [RECORDED / "caps-numa2-hmat.xml", RECORDED / "domcaps-kvm-q35.xml"]
     err = host_error(["0000:03:00.0"], files=files)
     assert err.problems[0].startswith("host-hardware: the host's IOMMU is off (libvirt capabilities: "
                                       "<iommu support='no'/>): PCI devices cannot be assigned (fix: enable AMD-Vi")
@@ -155,7 +155,7 @@ def test_iommu_off():
 
 def test_no_vfio_backend():
     # IOMMU on, but a libvirt whose domain capabilities list no VFIO backend (no vfio-pci module)
-    files = [SHARED / "caps-amd-zen5.xml", SHARED / "domcaps-local-libvirt9-q35.xml"]
+    files = [RECORDED / "caps-amd-zen5.xml", RECORDED / "domcaps-local-libvirt9-q35.xml"]
     err = host_error(["0000:03:00.0"], files=files)
     assert "libvirt offers no VFIO backend" in err.problems[0] and "modprobe vfio-pci" in err.problems[0]
 
