@@ -1,27 +1,76 @@
 """vscen: prepare a KVM host and a libvirt guest for a scenario.
 
-Plugin authors need only what this module exports::
+Plugin authors need only what this module exports (and ``vscen.testing`` in their tests)::
 
     from vscen import hookimpl, Feature, Scenario, Validator, HostAction, Step, Conflict, Check
+    from vscen import Setting, FactProvider, Command
+
+The data classes and ``hookimpl`` are imported with ``vscen``; the helpers below it (errors,
+sizes, CPU lists, atomic writes...) are imported the first time a plugin asks for one, so that
+start-up stays lean.
 """
 
 import pluggy
 
-from vscen.model import Check, Conflict, Feature, HostAction, Scenario, Step, Validator
+from vscen.model import (
+    Check,
+    Command,
+    Conflict,
+    FactProvider,
+    Feature,
+    HostAction,
+    Scenario,
+    Setting,
+    Step,
+    Validator,
+)
 
 __version__ = "0.1.0"
 
 #: Marker for plugin hook implementations, as ``pytest.hookimpl`` is for pytest.
 hookimpl = pluggy.HookimplMarker("vscen")
 
+#: public helpers, by name -> the module that defines them (imported on first use)
+_LAZY = {
+    # errors: raise them with a one-line message naming the field, the value and what is allowed
+    "VscenError": "vscen.errors", "UsageError": "vscen.errors", "RulesError": "vscen.errors",
+    "HostError": "vscen.errors", "InvalidDomainError": "vscen.errors", "ExistsError": "vscen.errors",
+    "LibvirtError": "vscen.errors", "PluginError": "vscen.errors", "raise_all": "vscen.errors",
+    # values
+    "parse_size": "vscen.settings", "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
+    # files
+    "atomic_write": "vscen.files",
+    # host facts a fact provider is given
+    "FactProbe": "vscen.host.facts",
+}
+
 __all__ = [
     "Check",
+    "Command",
     "Conflict",
+    "FactProvider",
     "Feature",
     "HostAction",
     "Scenario",
+    "Setting",
     "Step",
     "Validator",
     "__version__",
     "hookimpl",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vscen' has no attribute '{name}'")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -7,11 +7,10 @@ path ``vscen destroy`` takes later: what rollback does is what destroy does.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from vscen.errors import LibvirtError, VscenError
+from vscen.files import atomic_write
 from vscen.model import Step
 
 CORE = "vscen"
@@ -68,21 +67,6 @@ def undo_entry(entry: dict, connection, registry) -> None:
     if action is None:
         raise VscenError(f"no plugin provides host action '{owner}' to take back {record}")
     action.undo(connection, record)
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write *text* to *path* through a temporary file and rename: never half-written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- the core's own steps ----------------------------------------------------------------------

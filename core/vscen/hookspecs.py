@@ -57,3 +57,35 @@ def vscen_register_host_actions(register):
     :param register: call ``register(action)`` with a :class:`vscen.HostAction` for each
         action this plugin provides.
     """
+
+
+# -------------------------------------------------------------------------------------------
+# what plugins need from the core: settings, host facts, commands
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def vscen_register_settings(register):
+    """Register settings: options of ``vscen run``, config-file keys and shell keys.
+
+    :param register: call ``register(setting)`` with a :class:`vscen.Setting` for each
+        setting this plugin reads from ``ctx.settings``.
+    """
+
+
+@hookspec
+def vscen_register_facts(register):
+    """Register host fact providers, run once at the facts stage and recorded in snapshots.
+
+    :param register: call ``register(provider)`` with a :class:`vscen.FactProvider` for each
+        fact this plugin reads from ``ctx.host.fact(name)``.
+    """
+
+
+@hookspec
+def vscen_register_commands(register):
+    """Register ``vscen`` sub-command groups.
+
+    :param register: call ``register(command)`` with a :class:`vscen.Command` for each
+        command group this plugin provides.
+    """

@@ -49,7 +49,7 @@ class Journal:
         self.save()
 
     def save(self) -> None:
-        from vscen.apply import atomic_write
+        from vscen.files import atomic_write
 
         if not self.entries:
             self.path.unlink(missing_ok=True)

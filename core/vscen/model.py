@@ -1,4 +1,5 @@
-"""The data a plugin registers: features, scenarios, validators and host actions.
+"""The data a plugin registers: features, scenarios, validators, host actions, and what they
+need from the core: settings, host fact providers and commands.
 
 Rules are data. A feature or scenario is a frozen dataclass that names what it requires,
 conflicts with (and why), implies, which architectures it supports and which host validators
@@ -155,3 +156,89 @@ def as_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     return tuple(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Setting:
+    """A setting a plugin adds to every guest request.
+
+    From this declaration alone come the ``vscen run`` option, the config-file key, the
+    shell's key and its completion, the row of the generated user guide, ``--explain``'s
+    provenance and the error messages. The parsed value is ``ctx.settings.<name>`` (or
+    ``ctx.settings.get(name)``). A name ``disk.KEY`` adds a key to every disk instead
+    (``--disk KEY=VALUE``, ``[disk] KEY = VALUE``), read as ``disk.KEY`` on each disk.
+    """
+
+    #: the config key and attribute: lower case, words joined by '_' ("hugepages", "tune_host")
+    name: str
+    #: one sentence for ``--help``, the docs and the shell
+    help: str
+    #: an example value, shown in the docs and in error messages ("reserve", "/srv/data:data")
+    example: str = ""
+    #: the allowed values, where they are a fixed list
+    choices: tuple[str, ...] = ()
+    #: turns what the user gave (a string; from a config file, a TOML value) into the value;
+    #: raises ``ValueError`` with what is allowed. Applied to each item of a repeatable setting.
+    parse: Callable[[Any], Any] | None = field(default=None, compare=False)
+    #: the value when nobody sets it (a repeatable setting's default is ``()``)
+    default: Any = None
+    #: given several times (``--peer A --peer B``, a list in the config file): a tuple
+    repeatable: bool = False
+    #: a yes/no switch: ``--NAME`` on the command line, true/false in a config file
+    flag: bool = False
+    #: the ``vscen run`` option; default ``--NAME`` with '_' and '.' as '-'
+    option: str = ""
+    #: the option's value placeholder in ``--help`` ("URI", "FILE")
+    metavar: str = ""
+
+    kind = "setting"
+
+    @property
+    def key(self) -> str:
+        """The name as a disk key (``encrypt``) for ``disk.`` settings, else the name."""
+        return self.name[5:] if self.is_disk_key else self.name
+
+    @property
+    def is_disk_key(self) -> bool:
+        return self.name.startswith("disk.")
+
+    @property
+    def cli_option(self) -> str:
+        return self.option or "--" + self.name.replace("_", "-").replace(".", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactProvider:
+    """Host facts a plugin reads at the facts stage, once, before anything is built.
+
+    ``read(probe)`` gets a :class:`vscen.FactProbe` (the open libvirt connection, the core's
+    host facts, the settings, and whether the host is this machine) and returns plain,
+    JSON-able data, or ``None`` where it cannot tell. The result is kept in the host facts
+    (``ctx.host.fact(name)``) and written into ``vscen host snapshot``, so that
+    ``--host-facts`` replays it: builds read facts, never the live host. With recorded host
+    facts that lack it, ``read`` runs with no connection.
+    """
+
+    #: the fact's name, by convention ``<plugin>.<what>`` ("host-hardware.devices")
+    name: str
+    summary: str
+    read: Callable[[Any], Any] = field(compare=False)
+    #: an example of what ``read`` returns, for the plugin guide
+    example: Any = field(default=None, compare=False)
+
+    kind = "fact"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """A ``vscen`` sub-command group a plugin adds (``vscen snapshot ...``).
+
+    ``app`` is a ``typer.Typer``, or a ``"module:attribute"`` string naming one, imported only
+    when the command line is built (keeps the plugin's import light).
+    """
+
+    name: str
+    summary: str
+    app: Any = field(compare=False)
+
+    kind = "command"

@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vscen.manager import PluginManager
-from vscen.model import Feature, HostAction, Rules, Scenario, Validator
+from vscen.model import Command, FactProvider, Feature, HostAction, Rules, Scenario, Setting, Validator
 
 KINDS = {
     "features": ("vscen_register_features", Feature),
     "scenarios": ("vscen_register_scenarios", Scenario),
     "validators": ("vscen_register_validators", Validator),
     "host-actions": ("vscen_register_host_actions", HostAction),
+    "settings": ("vscen_register_settings", Setting),
+    "facts": ("vscen_register_facts", FactProvider),
+    "commands": ("vscen_register_commands", Command),
 }
 
 
@@ -26,6 +29,9 @@ class Registry:
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     validators: dict[str, Validator] = field(default_factory=dict)
     host_actions: dict[str, HostAction] = field(default_factory=dict)
+    settings: dict[str, Setting] = field(default_factory=dict)
+    facts: dict[str, FactProvider] = field(default_factory=dict)
+    commands: dict[str, Command] = field(default_factory=dict)
     #: (namespace, name) -> plugin (entry point) name that registered it; features and
     #: scenarios share the namespace "items", validators and host actions have their own
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -58,20 +64,49 @@ def build_registry(pm: PluginManager) -> Registry:
                 _got.append(obj)
 
             try:
-                impl.function(register)
+                returned = impl.function(register)
             except Exception as exc:  # reported by name, the others carry on
                 pm.mark_broken(plugin, f"{hook} failed: {type(exc).__name__}: {exc}")
+                continue
+            if returned is not None:
+                pm.mark_broken(plugin, f"{hook} returned {_short(returned)} instead of calling register(...) "
+                                       "for each object")
                 continue
             for obj in got:
                 key = (_ns(kind), obj.name)
                 if key in reg.owner:
                     pm.mark_broken(plugin, f"'{obj.name}' is registered by '{reg.owner[key]}' already")
                     continue
+                bad = _bad_declaration(obj)
+                if bad:
+                    pm.mark_broken(plugin, bad)
+                    continue
                 table[obj.name] = obj
                 reg.owner[key] = plugin
                 pm.infos[plugin].registers.setdefault(kind, []).append(obj.name)
     _drop_inconsistent(reg, pm)
     return reg
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad_declaration(obj) -> str:
+    """What is wrong with one declaration on its own (settings: a valid, free name)."""
+    import re
+
+    if isinstance(obj, Setting):
+        from vscen.settings import CORE_KEYS
+
+        if not re.fullmatch(r"(disk\.)?[a-z][a-z0-9_]{0,39}", obj.name):
+            return f"setting '{obj.name}': a name is lower-case letters, digits and '_' (disk keys: 'disk.NAME')"
+        if obj.name in CORE_KEYS or obj.cli_option in ("--" + k.replace("_", "-") for k in CORE_KEYS):
+            return f"setting '{obj.name}' ({obj.cli_option}) is one of vscen's own settings"
+        if obj.flag and (obj.repeatable or obj.choices):
+            return f"setting '{obj.name}': a flag is neither repeatable nor a choice"
+    return ""
 
 
 def declaration_problems(reg: Registry) -> dict[str, list[str]]:
@@ -129,4 +164,6 @@ def _drop_inconsistent(reg: Registry, pm: PluginManager) -> None:
 
 
 def _ns(kind: str) -> str:
-    return "items" if kind in ("features", "scenarios", "feature", "scenario") else kind
+    if kind in ("features", "scenarios", "feature", "scenario"):
+        return "items"
+    return kind

@@ -42,6 +42,14 @@ CHOICES = {
     "disk.encrypt": ("yes", "no"),
     "hugepages": ("auto", "reserve", "persistent"),
 }
+#: what every guest has, and the options of ``vscen run`` itself: a plugin's setting may not
+#: take one of these names (``vscen.Setting``)
+CORE_KEYS = frozenset({
+    "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
+    "network", "graphics", "disk", "disk_size", "connect", "output", "disabled_plugins",
+    "feature", "set", "config", "host_facts", "dry_run", "explain", "force", "start", "json",
+    "debug", "version", "help",
+})
 DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard", "backing",
              "preallocation", "cluster_size", "lazy_refcounts", "encrypt")
 #: built-in defaults; scenarios override them, users override scenarios

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vscen.errors import UsageError
 from vscen.host import local as hl
@@ -113,6 +114,14 @@ class HostFacts:
     firmware_images: tuple[str, ...] = ()
     #: what only this machine can tell (kernel, sysfs); None for remote and recorded hosts
     local: LocalFacts | None = None
+    #: the plugins' facts (``vscen.FactProvider``), by provider name: plain JSON-able data
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fact(self, name: str, default: Any = None) -> Any:
+        """The fact a plugin's provider read (``vscen.FactProvider``), or *default* where it was
+        not read (a recorded host without it) or the provider could not tell."""
+        value = self.extra.get(name)
+        return default if value is None else value
 
     @property
     def kvm(self) -> bool:
@@ -131,6 +140,26 @@ class HostFacts:
     def machine_aliases(self) -> dict[str, str]:
         """alias -> canonical machine type ("q35" -> "pc-q35-7.2")."""
         return {m.name: m.canonical for m in self.machines if m.canonical}
+
+
+@dataclass(frozen=True)
+class FactProbe:
+    """What a ``vscen.FactProvider``'s ``read`` is given, at the facts stage."""
+
+    #: the core's facts of the host (libvirt capabilities and domain capabilities)
+    host: HostFacts
+    #: the guest's settings (``settings.peers``...); the defaults for ``vscen host snapshot``
+    settings: Any = None
+    #: the open libvirt connection (``vscen``'s wrapper: ``.conn`` is libvirt's, ``.uri``);
+    #: None where the host is recorded (``--host-facts``)
+    connection: Any = None
+    #: the host is this machine: its sysfs, /proc and files may be read
+    local: bool = False
+
+    @property
+    def conn(self):
+        """libvirt's ``virConnect``, or None."""
+        return getattr(self.connection, "conn", None)
 
 
 def _int(text, default=0) -> int:
