@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from vscen import cli_shell
 from vscen.cli import app
+from vscen.cli import shell as cli_shell
 from vscen.errors import RulesError, UsageError, VscenError
 from vscen.settings import CHOICES
 
@@ -199,14 +199,14 @@ SAMPLES = {
     "disk.cluster_size": ("64K", "disk", None),
     "disk.lazy_refcounts": ("yes", "disk", None),
     "disk.backing": ("/vm/base.qcow2", "disk", None),
-    "disk.encrypt": ("yes", "encrypt_disk", True),
-    "filesystem": ("source=/srv/data,target=data", "filesystem", ("source=/srv/data,target=data",)),
-    "pool": ("images", "pool", "images"),
-    "hugepages": ("reserve", "hugepages", "reserve"),
-    "peer": ("qemu+ssh://far/system", "peer", ("qemu+ssh://far/system",)),
-    "hostdev": ("0000:03:00.0", "hostdev", ("0000:03:00.0",)),
+    "disk.encrypt": ("yes", "plugin_disk_encrypt", True),
+    "filesystem": ("source=/srv/data,target=data", "plugin_filesystem", ("source=/srv/data,target=data",)),
+    "pool": ("images", "plugin_pool", "images"),
+    "hugepages": ("reserve", "plugin_hugepages", "reserve"),
+    "peer": ("qemu+ssh://far/system", "plugin_peers", ("qemu+ssh://far/system",)),
+    "hostdev": ("0000:03:00.0", "plugin_hostdev", ("0000:03:00.0",)),
     "transient": ("yes", "transient", True),
-    "tune-host": ("yes", "tune_host", True),
+    "tune-host": ("yes", "plugin_tune_host", True),
     "force": ("yes", "force", True),
     "start": ("yes", "start", True),
     "customise": ("./devices/graphics/@type=spice", "set_", ("./devices/graphics/@type=spice",)),
@@ -214,16 +214,16 @@ SAMPLES = {
     "host-facts": ("FACTS", "host_facts", ("FACTS",)),
     "connect": ("qemu+ssh://kvm7/system", "connect", "qemu+ssh://kvm7/system"),
     "output": ("/srv/vscen", "output", "/srv/vscen"),
-    "passphrase-file": ("PASS", "passphrase_file", "PASS"),
+    "passphrase-file": ("PASS", "plugin_passphrase_file", "PASS"),
 }
 
 
 def test_every_run_option_is_a_shell_setting_or_command():
     params = {p.name for p in run_command().params}
-    mapped = {k.param for k in cli_shell.KEYS if k.param} | set(cli_shell.COMMAND_PARAMS)
+    mapped = {k.param for k in cli_shell.keys() if k.param} | set(cli_shell.COMMAND_PARAMS)
     assert params - mapped == set(), "vscen run options the shell does not offer"
     assert mapped - params == set(), "shell settings naming no vscen run option"
-    assert set(SAMPLES) == {k.name for k in cli_shell.KEYS}, "every shell setting has a sample below"
+    assert set(SAMPLES) == {k.name for k in cli_shell.keys()}, "every shell setting has a sample below"
     for param, command in cli_shell.COMMAND_PARAMS.items():
         for name in command.replace(",", " ").split():
             if not name.startswith("--"):
@@ -346,7 +346,7 @@ def test_commands_run_vscen_run_with_the_matching_options(session, monkeypatch):
     ("hostdev", "gpu"),
 ])
 def test_a_bad_value_gets_the_command_line_error_and_the_old_value_stays(session, key, value, capsys):
-    option = cli_shell.long_option(cli_shell.KEY[key].param) if cli_shell.KEY[key].param else "--disk"
+    option = cli_shell.long_option(cli_shell.key_map()[key].param) if cli_shell.key_map()[key].param else "--disk"
     arg = f"{key[5:]}={value}" if option == "--disk" else value
     proc = subprocess.run([sys.executable, "-m", "vscen.cli", "run", "desktop", f"{option}={arg}",
                            "--connect", "test:///default", "--dry-run"], capture_output=True, text=True, timeout=TIMEOUT)

@@ -52,7 +52,7 @@ def test_every_built_in_scenario_and_feature_has_its_section(parts):
 
 
 def test_generated_parts_cover_every_run_option_and_shell_command(parts):
-    from vscen.cli_shell import command_help, long_option, run_params
+    from vscen.cli.shell import command_help, long_option, run_params
 
     for name in run_params():
         if name != "scenarios":

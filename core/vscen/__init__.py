@@ -37,11 +37,14 @@ _LAZY = {
     "HostError": "vscen.errors", "InvalidDomainError": "vscen.errors", "ExistsError": "vscen.errors",
     "LibvirtError": "vscen.errors", "PluginError": "vscen.errors", "raise_all": "vscen.errors",
     # values
-    "parse_size": "vscen.settings", "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
+    "parse_size": "vscen.settings", "check_path": "vscen.settings", "check_name": "vscen.settings",
+    "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
     # files
     "atomic_write": "vscen.files",
     # host facts a fact provider is given
     "FactProbe": "vscen.host.facts",
+    # the guests vscen made, and libvirt connections (for plugins' commands)
+    "guest_journal": "vscen.guests", "open_connection": "vscen.guests",
 }
 
 __all__ = [

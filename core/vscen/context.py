@@ -39,11 +39,6 @@ class Context:
     connection: Any = None
     #: replace what exists and differs (--force)
     force: bool = False
-    #: the user agreed to host tuning (--tune-host)
-    tune_host: bool = False
-    #: where the passphrase for disk encryption comes from: ("file", path), ("env", NAME),
-    #: ("prompt", None) or None; read only through vscen.secrets, never stored
-    passphrase_source: Any = None
     #: the facts of settings.peers once read (see ``peers``)
     _peers: list[HostFacts] | None = field(default=None, init=False, repr=False)
 

@@ -186,10 +186,17 @@ class Setting:
     repeatable: bool = False
     #: a yes/no switch: ``--NAME`` on the command line, true/false in a config file
     flag: bool = False
+    #: checks the parsed value against the rest, once every setting is known: ``check(value,
+    #: settings)`` (``check(value, disk)`` for a disk key); raises ``ValueError`` saying why
+    check: Callable[[Any, Any], None] | None = field(default=None, compare=False)
     #: the ``vscen run`` option; default ``--NAME`` with '_' and '.' as '-'
     option: str = ""
-    #: the option's value placeholder in ``--help`` ("URI", "FILE")
+    #: the option's value placeholder in ``--help`` ("URI", "FILE", "DIR": the shell completes
+    #: a file or directory name)
     metavar: str = ""
+    #: for a ``KEY=VALUE,...`` value: its keys, each with what completes it in the shell
+    #: ("path", "dir", or a tuple of values): ``{"source": "dir", "readonly": ("yes", "no")}``
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     kind = "setting"
 

@@ -35,8 +35,8 @@ class Request:
     #: validate against the installed libvirt's schema (off only when rendering for another)
     schema: bool = True
     force: bool = False
-    tune_host: bool = False
-    passphrase_source: Any = None
+    #: (plugin manager, registry) loaded already (the command line loads them once)
+    loaded: Any = None
 
 
 @dataclass
@@ -59,15 +59,10 @@ class Result:
 
 def load(request: Request):
     """discover + register: (plugin manager, registry)."""
-    from vscen.manager import get_plugin_manager
-    from vscen.registry import build_registry
-    from vscen.settings import config_layers
+    from vscen.registry import load as load_registry
 
-    # the config files' disabled_plugins; read only where entry points are discovered
-    layers = config_layers(request.config) if request.entry_points else ()
-    pm = get_plugin_manager(plugins=request.plugins, entry_points=request.entry_points,
-                            disabled=request.disabled, layers=layers)
-    return pm, build_registry(pm)
+    return load_registry(request.config, plugins=request.plugins, entry_points=request.entry_points,
+                         disabled=request.disabled)
 
 
 def render(request: Request, keep_connection: bool = True) -> Result:
@@ -78,7 +73,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     if not request.scenarios and not request.add:
         raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
-    pm, reg = load(request)
+    pm, reg = request.loaded or load(request)
     try:
         resolution = resolve(reg, request.scenarios, request.add, request.remove)
         rule_problems: list[str] = []
@@ -96,8 +91,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     ctx = Context(settings=settings, host=facts, resolution=resolution,
                   support=request.support or Support.installed(), registry=reg,
                   uri=connection.uri if connection else "", connection=connection,
-                  force=request.force, tune_host=request.tune_host,
-                  passphrase_source=request.passphrase_source)
+                  force=request.force)
     ctx.notes.extend(facts.notes)
     if settings.virt_type is None and not facts.kvm:
         ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
@@ -108,7 +102,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
               [f"{c.validator}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in fails])
 
     domain = build(ctx)
-    if settings.peers and ctx._peers is None:
+    if settings.get("peers") and ctx._peers is None:
         ctx.note("--peer: no chosen scenario or feature looks at other hosts; ignored")
     root, _ = domain.render()
     from lxml import etree
@@ -156,7 +150,7 @@ def request_settings(request: Request, reg, resolution, rule_problems: list[str]
     name = "-".join(request.scenarios) or "-".join(request.add)
     base = [("default", {"name": name})]
     options = [("option", {k: v for k, v in request.options.items() if v is not None})]
-    settings, clashes = build_settings(defaults, base + layers + options, request.disks)
+    settings, clashes = build_settings(defaults, base + layers + options, request.disks, reg.settings)
     # every reason at once: the rules' and the scenarios' clashing defaults
     raise_all(RulesError, "the chosen scenarios and features cannot be combined", list(rule_problems) + clashes)
     return settings, connect

@@ -50,6 +50,17 @@ class Registry:
         return {**self.features, **self.scenarios}
 
 
+def load(config=None, *, plugins: tuple = (), entry_points: bool = True, disabled: tuple = ()):
+    """discover + register: (plugin manager, registry). The config files' ``disabled_plugins``
+    are read only where entry points are discovered."""
+    from vscen.manager import get_plugin_manager
+    from vscen.settings import config_layers
+
+    layers = config_layers(config) if entry_points else ()
+    pm = get_plugin_manager(plugins=plugins, entry_points=entry_points, disabled=disabled, layers=layers)
+    return pm, build_registry(pm)
+
+
 def build_registry(pm: PluginManager) -> Registry:
     reg = Registry()
     for kind, (hook, cls) in KINDS.items():

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vscen.errors import UsageError
+from vscen.model import Setting
 
 SYSTEM_CONFIG = Path("/etc/vscen/config.toml")
 #: where disks without a path live (libvirt's default storage pool directory)
@@ -39,8 +41,6 @@ CHOICES = {
     "disk.discard": ("unmap", "ignore"),
     "disk.preallocation": ("off", "metadata", "falloc", "full"),
     "disk.lazy_refcounts": ("yes", "no"),
-    "disk.encrypt": ("yes", "no"),
-    "hugepages": ("auto", "reserve", "persistent"),
 }
 #: what every guest has, and the options of ``vscen run`` itself: a plugin's setting may not
 #: take one of these names (``vscen.Setting``)
@@ -50,8 +50,9 @@ CORE_KEYS = frozenset({
     "feature", "set", "config", "host_facts", "dry_run", "explain", "force", "start", "json",
     "debug", "version", "help",
 })
+#: the core's disk keys; plugins add their own (``vscen.Setting`` named ``disk.KEY``)
 DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard", "backing",
-             "preallocation", "cluster_size", "lazy_refcounts", "encrypt")
+             "preallocation", "cluster_size", "lazy_refcounts")
 #: built-in defaults; scenarios override them, users override scenarios
 BUILTIN: dict[str, Any] = {
     "memory": "2GiB", "vcpu": 2, "network": "network=default", "disk.size": "20GiB",
@@ -62,7 +63,7 @@ BUILTIN: dict[str, Any] = {
 def parse_size(field_name: str, value, default_unit: str = "") -> int:
     """Bytes from '4GiB', '512M', '20G', '1024' (MiB, as virt-install)."""
     text = str(value).strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
+    m = re.fullmatch(r"(\d{1,20}(?:\.\d{1,20})?)\s*([A-Za-z]{0,3})", text)
     unit = (m.group(2) if m else "").lower() or default_unit
     if not m or unit not in _UNITS:
         raise UsageError(
@@ -111,8 +112,15 @@ class Disk:
     preallocation: str = "off"
     cluster_size: int | None = None  # bytes (qcow2)
     lazy_refcounts: bool = False
-    #: LUKS-encrypted (qcow2), with a libvirt secret holding the passphrase
-    encrypt: bool = False
+    #: the plugins' disk keys (``vscen.Setting`` named ``disk.KEY``), parsed: ``disk.KEY``
+    extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __getattr__(self, name: str):
+        return _extra(self, name, "disk key")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A disk key, the core's or a plugin's, or *default* where no loaded plugin has it."""
+        return getattr(self, key, default)
 
 
 @dataclass(frozen=True)
@@ -120,33 +128,6 @@ class Network:
     kind: str  # network | bridge | user | none
     source: str = ""
     model: str = "virtio"
-
-
-@dataclass(frozen=True)
-class Filesystem:
-    source: str  # host directory
-    target: str  # mount tag in the guest
-    readonly: bool = False
-
-
-def parse_filesystem(spec: str) -> Filesystem:
-    """``source=/srv/data,target=data[,readonly=yes]`` or ``/srv/data:data[:ro]``."""
-    if "=" in spec:
-        parts = dict(p.partition("=")[::2] for p in spec.split(","))
-    else:
-        bits = spec.split(":")
-        parts = {"source": bits[0], "target": bits[1] if len(bits) > 1 else ""}
-        if len(bits) > 2:
-            parts["readonly"] = "yes" if bits[2] == "ro" else bits[2]
-    extra = set(parts) - {"source", "target", "readonly"}
-    target = parts.get("target", "")
-    if extra or not re.fullmatch(r"[A-Za-z0-9_.-]{1,36}", target) or parts.get("readonly", "no") not in ("yes", "no"):
-        raise UsageError(
-            f"filesystem: '{spec}' is not source=/HOST/DIR,target=TAG[,readonly=yes] "
-            "(TAG: 1-36 letters, digits, '.', '_' or '-')"
-        )
-    return Filesystem(check_path("filesystem.source", parts.get("source", "")), target,
-                      parts.get("readonly") == "yes")
 
 
 @dataclass(frozen=True)
@@ -163,19 +144,20 @@ class Settings:
     cdrom: str | None = None
     network: Network = Network("none")
     graphics: str | None = None
-    filesystems: tuple[Filesystem, ...] = ()
-    #: the libvirt storage pool for new disks (default: the pool holding their directory)
-    pool: str | None = None
-    #: huge pages: use what is free (auto), or reserve what is missing (reserve, persistent)
-    hugepages: str = "auto"
-    #: other hosts the guest must be able to run on (libvirt URIs or recorded host facts)
-    peers: tuple[str, ...] = ()
-    #: host devices to assign: PCI address (0000:03:00.0), pci:VENDOR:PRODUCT or usb:VENDOR:PRODUCT
-    hostdevs: tuple[str, ...] = ()
-    #: a transient guest: started, never defined; gone when it stops
+    #: a transient guest: started, never defined; gone when it stops (how the core defines it)
     transient: bool = False
+    #: the plugins' settings (``vscen.Setting``), parsed, by name: ``settings.NAME``
+    extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: key -> where its value came from ("default", "scenario desktop", "option", "config ...")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __getattr__(self, name: str):
+        return _extra(self, name, "setting")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A setting, the core's or a plugin's, or *default* where no loaded plugin declares it
+        (its plugin disabled, say): what a plugin uses for another plugin's setting."""
+        return getattr(self, name, default)
 
     def disk_path(self, index: int) -> str:
         """The disk's path, or where vscen puts it: IMAGES_DIR/NAME[-N].FORMAT."""
@@ -190,6 +172,14 @@ class Settings:
         """Precedence level of a setting, for the domain model."""
         src = self.source(key)
         return "user" if src.startswith(("option", "config")) else "scenario" if src.startswith("scenario") else "default"
+
+
+def _extra(obj, name: str, what: str):
+    """A plugin's value from ``obj.extras``; called only when *name* is no field."""
+    extras = obj.__dict__.get("extras")
+    if extras is not None and name in extras:
+        return extras[name]
+    raise AttributeError(f"no {what} '{name}': no loaded plugin declares it (vscen.Setting)")
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -239,29 +229,35 @@ def config_value(key: str, explicit: Path | None = None):
     return value
 
 
-def parse_disk(spec: str, defaults: dict[str, Any]) -> Disk | None:
-    """``path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native`` or ``none``."""
+def parse_disk(spec: str, defaults: dict[str, Any], declared: Mapping[str, Setting] | None = None) -> Disk | None:
+    """``path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native`` or ``none``;
+    *declared* holds the plugins' disk keys (``disk.KEY`` settings)."""
     if spec.strip() == "none":
         return None
+    keys = disk_keys(declared)
     values = {k[5:]: v for k, v in defaults.items() if k.startswith("disk.")}
     for part in filter(None, spec.split(",")):
         key, sep, value = part.partition("=")
         if not sep and key.startswith("/"):
             key, value = "path", key  # a bare path, as virt-install accepts
-        elif key not in DISK_KEYS or not sep:
-            raise UsageError(f"disk: '{part}' is not KEY=VALUE with KEY one of {', '.join(DISK_KEYS)}")
+        elif key not in keys or not sep:
+            raise UsageError(f"disk: '{part}' is not KEY=VALUE with KEY one of {', '.join(keys)}")
         values[key] = value
-    return make_disk(values)
+    return make_disk(values, declared)
 
 
-def make_disk(values: dict[str, Any]) -> Disk:
-    values = {k: _yes_no(v) for k, v in values.items()}
-    for key in ("format", "bus", "cache", "io", "discard", "preallocation", "lazy_refcounts", "encrypt"):
+def disk_keys(declared: Mapping[str, Setting] | None = None) -> tuple[str, ...]:
+    """The core's disk keys, then the plugins'."""
+    return DISK_KEYS + tuple(s.key for s in (declared or {}).values() if s.is_disk_key)
+
+
+def make_disk(values: dict[str, Any], declared: Mapping[str, Setting] | None = None) -> Disk:
+    plugin = {s.key: s for s in (declared or {}).values() if s.is_disk_key}
+    extras = {key: parse_declared(setting, values.get(key), f"disk.{key}") for key, setting in plugin.items()}
+    values = {k: _yes_no(v) for k, v in values.items() if k not in plugin}
+    for key in ("format", "bus", "cache", "io", "discard", "preallocation", "lazy_refcounts"):
         if values.get(key) is not None:
             check_choice(f"disk.{key}", values[key])
-    encrypt = values.get("encrypt") == "yes"
-    if encrypt and values["format"] != "qcow2":
-        raise UsageError(f"disk.encrypt: an encrypted disk must be qcow2 (LUKS inside qcow2), not {values['format']}")
     if values.get("backing") and values["format"] != "qcow2":
         raise UsageError(f"disk.backing: an overlay must be qcow2, not {values['format']}")
     cluster = values.get("cluster_size")
@@ -274,8 +270,61 @@ def make_disk(values: dict[str, Any]) -> Disk:
         preallocation=values.get("preallocation") or "off",
         cluster_size=parse_size("disk.cluster_size", cluster, "k") if cluster else None,
         lazy_refcounts=values.get("lazy_refcounts") == "yes",
-        encrypt=encrypt,
+        extras=extras,
     )
+
+
+_YES_WORDS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+
+
+def parse_declared(setting: Setting, raw: Any, key: str | None = None) -> Any:
+    """The value of a plugin's *setting* from what the user gave (None: its default): a flag
+    is yes/no, a repeatable one a tuple; each item is checked against the choices, then
+    parsed. Errors name the key, the value and what is allowed."""
+    key = key or setting.name
+    if raw is None:
+        return () if setting.repeatable and setting.default is None else setting.default
+    if setting.flag:
+        word = raw if isinstance(raw, bool) else _YES_WORDS.get(str(raw).strip().lower()) if isinstance(raw, str) else None
+        if word is None:
+            raise UsageError(f"{key}: {_shown(raw)} is not yes or no")
+        return word
+    if setting.repeatable:
+        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        return tuple(_parse_item(setting, item, key) for item in items)
+    return _parse_item(setting, raw, key)
+
+
+def declared_defaults(declared: Mapping[str, Setting]) -> dict[str, Any]:
+    """The plugins' settings at their defaults (for a domain no request made: ``vscen validate``)."""
+    return {name: parse_declared(s, None) for name, s in declared.items() if not s.is_disk_key}
+
+
+def _parse_item(setting: Setting, raw: Any, key: str) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        raise UsageError(f"{key}: {_shown(raw)} is not a value{_allowed(setting)}")
+    text = str(raw)
+    if setting.choices and text not in setting.choices:
+        raise UsageError(f"{key}: '{text}' is not one of {', '.join(setting.choices)}")
+    if setting.parse is None:
+        return text
+    try:
+        return setting.parse(text)
+    except UsageError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise UsageError(f"{key}: '{text}' {exc}".rstrip() + _allowed(setting, exc)) from None
+
+
+def _allowed(setting: Setting, exc: Exception | None = None) -> str:
+    if exc is not None and str(exc):
+        return ""
+    return f" (for example {setting.example})" if setting.example else ""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _yes_no(value):
@@ -304,12 +353,15 @@ def build_settings(
     scenario_defaults: list[tuple[str, dict[str, Any]]],
     layers: list[tuple[str, dict[str, Any]]],
     disks: list[str] | None = None,
+    declared: Mapping[str, Setting] | None = None,
 ) -> tuple[Settings, list[str]]:
     """Merge the layers; returns the settings and the conflicts between scenario defaults.
 
     *scenario_defaults* are (scenario name, defaults); *layers* are (label, values) from the
-    config files and options, lowest precedence first; *disks* are ``--disk`` specs.
+    config files and options, lowest precedence first; *disks* are ``--disk`` specs;
+    *declared* are the plugins' settings (``vscen.Setting``) by name.
     """
+    declared = declared or {}
     values: dict[str, Any] = dict(BUILTIN)
     sources = {k: "default" for k in values}
     conflicts = []
@@ -326,19 +378,22 @@ def build_settings(
                 values[key], sources[key] = value, label
     problems = [
         f"{key}: scenario '{a[0]}' wants '{a[1]}' and scenario '{b[0]}' wants '{b[1]}'; "
-        f"set it yourself to decide ({_option_hint(key)})"
+        f"set it yourself to decide ({_option_hint(key, declared)})"
         for key, a, b in conflicts
         if not sources[key].startswith(("option", "config"))
     ]
 
+    keys = disk_keys(declared)
     if "disk" in values:
         raise UsageError(
-            f"disk: '{values['disk']}' must be a table of {', '.join(DISK_KEYS[1:])} "
+            f"disk: {_shown(values['disk'])} must be a table of {', '.join(keys[1:])} "
             "([disk] in a config file); disks themselves are given with --disk"
         )
-    unknown = [k for k in values if k not in _KNOWN and not (k.startswith("disk.") and k[5:] in DISK_KEYS)]
+    known = _KNOWN | {n for n, s in declared.items() if not s.is_disk_key}
+    unknown = [k for k in values if k not in known and not (k.startswith("disk.") and k[5:] in keys)]
     if unknown:
-        raise UsageError(f"settings: unknown key '{unknown[0]}'; known keys are {', '.join(sorted(_KNOWN))}")
+        raise UsageError(f"settings: unknown key '{unknown[0]}'; known keys are {', '.join(sorted(known))}"
+                         + (f", and disk.KEY with KEY one of {', '.join(keys)}" if unknown[0].startswith("disk.") else ""))
     if not values.get("name"):
         raise UsageError("name: no name given and no scenario to derive one from")
     memory = parse_size("memory", values["memory"]) // 1024
@@ -364,64 +419,55 @@ def build_settings(
     if machine is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(machine)):
         raise UsageError(f"machine: '{machine}' is not a machine type name (q35, pc, virt, pc-q35-8.2...)")
     disk_list: list[Disk] = []
+    disk_defaults = {k[5:]: v for k, v in values.items() if k.startswith("disk.")}
     for spec in disks if disks else [None]:
-        d = make_disk({k[5:]: v for k, v in values.items() if k.startswith("disk.")}) if spec is None else parse_disk(spec, values)
+        d = make_disk(dict(disk_defaults), declared) if spec is None else parse_disk(spec, values, declared)
         if d is not None:
             disk_list.append(d)
     if disks:
         sources["disks"] = "option"
+    extras = {name: parse_declared(setting, values.get(name))
+              for name, setting in sorted(declared.items()) if not setting.is_disk_key}
     settings = Settings(
         name=check_name(values["name"]), memory=memory, vcpu=vcpu, arch=values.get("arch"),
         machine=machine, virt_type=values.get("virt_type"), firmware=values.get("firmware"),
         boot=boot_list, disks=tuple(disk_list),
         cdrom=check_path("cdrom", values["cdrom"]) if values.get("cdrom") else None,
         network=parse_network(values["network"]), graphics=values.get("graphics"),
-        filesystems=tuple(parse_filesystem(f) for f in _as_list(values.get("filesystem"))),
-        pool=_pool(values.get("pool")),
-        peers=tuple(str(p) for p in _as_list(values.get("peers"))),
-        hostdevs=tuple(_hostdev(h) for h in _as_list(values.get("hostdev"))),
-        transient=_yes_no(values.get("transient", "no")) == "yes",
-        hugepages=check_choice("hugepages", values.get("hugepages", "auto")),
-        sources=sources,
+        transient=parse_declared(_TRANSIENT, values.get("transient")),
+        extras=extras, sources=sources,
     )
+    _check_declared(settings, declared)
     return settings, problems
 
 
-HOSTDEV_RE = re.compile(
-    r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"  # PCI address
-    r"|(?:pci|usb):[0-9a-fA-F]{4}:[0-9a-fA-F]{4}"  # by vendor:product
-)
+def _check_declared(settings: Settings, declared: Mapping[str, Setting]) -> None:
+    """Each plugin setting's ``check`` against the settings (a disk key's against each disk)."""
+    for name, setting in sorted(declared.items()):
+        if setting.check is None:
+            continue
+        owners = settings.disks if setting.is_disk_key else (settings,)
+        for owner in owners:
+            value = owner.extras.get(setting.key)
+            try:
+                setting.check(value, owner)
+            except UsageError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{name}: {exc}") from None
 
 
-def _hostdev(value) -> str:
-    if not HOSTDEV_RE.fullmatch(str(value)):
-        raise UsageError(
-            f"hostdev: '{value}' is not a PCI address (0000:03:00.0) or pci:VENDOR:PRODUCT / "
-            "usb:VENDOR:PRODUCT (hex, as lspci -nn and lsusb show them)"
-        )
-    return str(value).lower()
-
-
-def _pool(value) -> str | None:
-    if value is None:
-        return None
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", str(value)):
-        raise UsageError(f"pool: '{value}' is not a storage pool name (letters, digits, '.', '_', '-')")
-    return str(value)
-
-
-def _option_hint(key: str) -> str:
+def _option_hint(key: str, declared: Mapping[str, Setting]) -> str:
     if key.startswith("disk."):
         return f"--disk {key[5:]}=VALUE"
+    if key in declared:
+        return f"{declared[key].cli_option}" + ("" if declared[key].flag else " VALUE")
     return f"--{key.replace('_', '-')} VALUE"
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+#: the core's one switch (how the guest is defined), parsed as a plugin's flag would be
+_TRANSIENT = Setting(name="transient", help="Start a transient guest: never defined, gone when it stops.",
+                     flag=True, default=False)
 
-
-_KNOWN = {"filesystem", "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
-          "network", "graphics", "connect", "output", "pool", "hugepages", "peers",
-          "hostdev", "transient"}
+_KNOWN = {"name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
+          "network", "graphics", "connect", "output", "transient"}

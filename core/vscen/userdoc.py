@@ -201,9 +201,9 @@ def _cell(text: str) -> str:
 
 def _options() -> str:
     """The options of ``vscen run``, the shell setting and the config key of each."""
-    from vscen.cli_shell import COMMAND_PARAMS, KEYS, long_option, run_params
+    from vscen.cli.shell import COMMAND_PARAMS, keys, long_option, run_params
 
-    by_param = {k.param: k for k in KEYS if k.param}
+    by_param = {k.param: k for k in keys() if k.param}
     out = ["| `vscen run` | shell | config file | what it does |", "|---|---|---|---|"]
     for name, param in run_params().items():
         if name == "scenarios":
@@ -214,7 +214,7 @@ def _options() -> str:
             shell = f"`{key.name}`" if key else f"`{COMMAND_PARAMS[name]}` (command)"
             conf = _config_key(key)
         out.append(f"| `{option}` | {shell} | {conf} | {_cell(param.help or '')} |")
-    for key in KEYS:
+    for key in keys():
         if not key.param:  # the disk keys: no option of their own
             field = key.name[5:]
             out.append(f"| `--disk {field}=...` | `{key.name}` | {_config_key(key)} | {_cell(key.help)} |")
@@ -232,7 +232,7 @@ def _config_key(key) -> str:
 
 
 def _shell() -> str:
-    from vscen.cli_shell import command_help
+    from vscen.cli.shell import command_help
 
     out = ["| command | what it does |", "|---|---|"]
     for usage, text in command_help():

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vscen import Check, Conflict, Feature, Scenario, Validator, hookimpl
+from vscen import Check, Conflict, Feature, Scenario, Setting, Validator, hookimpl
 
 #: x86 models by vendor, newest first, each with the x86-64 psABI level it reaches (1: the
 #: x86-64 baseline; 2: + SSE4.2, POPCNT...; 3: + AVX2, BMI, FMA...; 4: + AVX-512)
@@ -281,8 +281,8 @@ def check_live_migration(ctx):
                                         f"one is {domain_type}",
                                 fix="give --virt-type qemu for TCG on every host, or enable KVM on "
                                     "the peer"))
-    if ctx.settings.hostdevs:
-        checks.append(Check("fail", f"--hostdev {', '.join(ctx.settings.hostdevs)}: an assigned "
+    if ctx.settings.get("hostdev", ()):
+        checks.append(Check("fail", f"--hostdev {', '.join(ctx.settings.get('hostdev', ()))}: an assigned "
                                     "host device ties the guest to this host (libvirt refuses to "
                                     "migrate it)",
                             fix="drop --hostdev; give the guest a virtio device instead"))
@@ -431,3 +431,17 @@ def vscen_register_scenarios(register):
 def vscen_register_validators(register):
     for v in VALIDATORS:
         register(v)
+
+
+@hookimpl
+def vscen_register_settings(register):
+    register(Setting(name="peers", option="--peer", repeatable=True, metavar="HOST", parse=_peer,
+                     example="qemu+ssh://kvm8/system",
+                     help="Another host the guest must run on: a libvirt URI, or its recorded host facts "
+                          "(FILE[,FILE]). Repeatable."))
+
+
+def _peer(value: str) -> str:
+    if not value.strip() or "\0" in value:
+        raise ValueError("is neither a libvirt URI nor a file name")
+    return value

@@ -295,9 +295,9 @@ def check_hugepages(ctx):
     reserved = sum(c.pages.get(size, 0) for c in cells)
     pages = reserved - _free(cells, size) + need  # nr_hugepages is the total, in use or not
     seen = "; ".join(f"{s} KiB: {_free(cells, s)} free" for s in sizes) or "no huge page sizes known"
-    if ctx.settings.hugepages in ("reserve", "persistent"):
+    if ctx.settings.get("hugepages", "auto") in ("reserve", "persistent"):
         return [Check("pass", f"not enough free huge pages for {memory // 1024} MiB ({seen}): "
-                              f"vscen reserves them (--hugepages {ctx.settings.hugepages})")]
+                              f"vscen reserves them (--hugepages {ctx.settings.get('hugepages', 'auto')})")]
     # 1 GiB pages seldom come free at run time: the kernel reserves them best at boot
     boot = (f" (as root), or at boot: 'hugepagesz={size // 1048576}G hugepages={pages}' on the "
             "kernel command line" if size >= 1048576 else " (as root)")

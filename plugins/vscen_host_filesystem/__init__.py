@@ -12,11 +12,48 @@ offers no memfd). The ``virtiofsd`` host check warns where virtiofsd is not inst
 
 from __future__ import annotations
 
-from vscen import Feature, hookimpl
+import re
+from dataclasses import dataclass
+
+from vscen import Feature, Setting, hookimpl
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    source: str  # host directory
+    target: str  # mount tag in the guest
+    readonly: bool = False
+
+
+def parse_filesystem(spec: str) -> Filesystem:
+    """``source=/srv/data,target=data[,readonly=yes]`` or ``/srv/data:data[:ro]``."""
+    from vscen import check_path
+
+    if "=" in spec:
+        parts = dict(p.partition("=")[::2] for p in spec.split(","))
+    else:
+        bits = spec.split(":")
+        parts = {"source": bits[0], "target": bits[1] if len(bits) > 1 else ""}
+        if len(bits) > 2:
+            parts["readonly"] = "yes" if bits[2] == "ro" else bits[2]
+    extra = set(parts) - {"source", "target", "readonly"}
+    target = parts.get("target", "")
+    if extra or not re.fullmatch(r"[A-Za-z0-9_.-]{1,36}", target) or parts.get("readonly", "no") not in ("yes", "no"):
+        raise ValueError("is not source=/HOST/DIR,target=TAG[,readonly=yes] (TAG: 1-36 letters, digits, '.', '_' or '-')")
+    return Filesystem(check_path("filesystem.source", parts.get("source", "")), target,
+                      parts.get("readonly") == "yes")
+
+
+SETTINGS = (
+    Setting(name="filesystem", repeatable=True, parse=parse_filesystem, metavar="SPEC",
+            spec={"source": "dir", "target": (), "readonly": ("yes", "no")},
+            example="source=/srv/data,target=data,readonly=yes",
+            help="Share a host directory with the guest through virtiofs: source=/DIR,target=TAG[,readonly=yes]."),
+)
 
 
 def apply_host_filesystem(domain, ctx) -> None:
-    shares = ctx.settings.filesystems
+    shares = ctx.settings.filesystem
     if not shares:
         ctx.note("host-filesystem: no directory to share was given "
                  "(--filesystem source=/HOST/DIR,target=TAG): nothing is shared")
@@ -57,3 +94,9 @@ FEATURES = (
 def vscen_register_features(register):
     for feature in FEATURES:
         register(feature)
+
+
+@hookimpl
+def vscen_register_settings(register):
+    for setting in SETTINGS:
+        register(setting)

@@ -1,7 +1,7 @@
 """Host devices assigned to the guest: PCI devices through VFIO, USB devices by vendor:product.
 
 ``host-hardware``
-    One ``<hostdev mode='subsystem'>`` per ``settings.hostdevs`` (``--hostdev``): a PCI
+    One ``<hostdev mode='subsystem'>`` per ``settings.hostdev`` (``--hostdev``): a PCI
     address (``0000:03:00.0``), ``pci:VENDOR:PRODUCT`` or ``usb:VENDOR:PRODUCT``. Devices are
     looked up in the node devices of the libvirt connection the guest is defined on (so a
     remote host is read through libvirt too): PCI by address or by vendor:product, USB by
@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from vscen import Check, Conflict, Feature, Validator, hookimpl
+from vscen import Check, Conflict, Feature, Setting, Validator, hookimpl
 
 #: drivers that hold a PCI device away from the host, so VFIO accepts it in a group
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
@@ -187,11 +187,11 @@ def host_devices(ctx) -> HostDevices:
 
 
 def choose(ctx, devices: HostDevices) -> tuple[list[Choice], list[Check]]:
-    """The devices ``settings.hostdevs`` name, and a fail for each one that cannot be chosen."""
+    """The devices ``settings.hostdev`` name, and a fail for each one that cannot be chosen."""
     choices: list[Choice] = []
     fails: list[Check] = []
     where = f"on {devices.uri}"
-    for spec in ctx.settings.hostdevs:
+    for spec in ctx.settings.hostdev:
         kind, _, ids = spec.partition(":") if spec.startswith(("pci:", "usb:")) else ("", "", "")
         if not kind:
             address = normal_address(spec)
@@ -330,13 +330,13 @@ def _state(dev: PciDevice | None) -> str:
 
 
 def check_host_hardware(ctx):
-    if not ctx.settings.hostdevs:
+    if not ctx.settings.hostdev:
         return [Check("warn", "no --hostdev given: no device is assigned",
                       fix="--hostdev 0000:03:00.0, --hostdev pci:VENDOR:PRODUCT or --hostdev usb:VENDOR:PRODUCT"),
                 *iommu_checks(ctx, needed=False)]
     devices = host_devices(ctx)
     choices, checks = choose(ctx, devices)
-    wants_pci = any(not s.startswith("usb:") for s in ctx.settings.hostdevs)
+    wants_pci = any(not s.startswith("usb:") for s in ctx.settings.hostdev)
     for kind in ("pci", "usb"):
         if any(c.kind == kind for c in choices) and not ctx.host.offers("hostdev.subsysType", kind):
             checks.append(Check("fail", f"the host's libvirt/QEMU offers no {kind.upper()} device assignment "
@@ -391,8 +391,8 @@ def apply(domain, ctx) -> None:
 
 
 def check_hostdev_feature(ctx):
-    if ctx.settings.hostdevs and not ctx.has(FEATURE):
-        return [Check("fail", f"--hostdev {', '.join(ctx.settings.hostdevs)} given, but the feature "
+    if ctx.settings.hostdev and not ctx.has(FEATURE):
+        return [Check("fail", f"--hostdev {', '.join(ctx.settings.hostdev)} given, but the feature "
                               f"{FEATURE} is not chosen: no device would be assigned",
                       fix=f"add --feature +{FEATURE}")]
     return []
@@ -441,3 +441,22 @@ def vscen_register_features(register):
 def vscen_register_validators(register):
     for validator in VALIDATORS:
         register(validator)
+
+
+HOSTDEV_RE = re.compile(
+    r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"  # PCI address
+    r"|(?:pci|usb):[0-9a-fA-F]{4}:[0-9a-fA-F]{4}"  # by vendor:product
+)
+
+
+def _hostdev(value: str) -> str:
+    if not HOSTDEV_RE.fullmatch(value):
+        raise ValueError("is not a PCI address (0000:03:00.0) or pci:VENDOR:PRODUCT / usb:VENDOR:PRODUCT "
+                         "(hex, as lspci -nn and lsusb show them)")
+    return value.lower()
+
+
+@hookimpl
+def vscen_register_settings(register):
+    register(Setting(name="hostdev", repeatable=True, parse=_hostdev, metavar="DEVICE", example="usb:046d:c52b",
+                     help="Assign a host device: PCI address, pci:VENDOR:PRODUCT or usb:VENDOR:PRODUCT. Repeatable."))

@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vscen import Conflict, Feature, HostAction, Step, hookimpl
+from vscen import Conflict, Feature, HostAction, Setting, Step, hookimpl
 from vscen.errors import HostError, VscenError
 
 #: where the settings live (tests point it at a fake tree)
@@ -122,7 +122,7 @@ def plan(ctx) -> list[Step]:
         if current == t.value:
             ctx.note(f"host tuning: {path} is {t.value} already ({feature}): unchanged")
             continue
-        if not ctx.tune_host:
+        if not ctx.settings.tune_host:
             ctx.note(f"host tuning skipped: {feature} wants {path} = {t.value}, it is {current} "
                      "(pass --tune-host to apply)")
             continue
@@ -204,3 +204,9 @@ def vscen_register_features(register):
 @hookimpl
 def vscen_register_host_actions(register):
     register(HOST_TUNING)
+
+
+@hookimpl
+def vscen_register_settings(register):
+    register(Setting(name="tune_host", flag=True, default=False, example="yes",
+                     help="Apply the host tuning the scenarios ask for (THP, KSM) on this host; undone by 'vscen destroy'."))

@@ -571,3 +571,12 @@ HUGEPAGES = HostAction(
 @hookimpl
 def vscen_register_host_actions(register):
     register(HUGEPAGES)
+
+
+@hookimpl
+def vscen_register_settings(register):
+    from vscen import Setting
+
+    register(Setting(name="hugepages", choices=("auto", "reserve", "persistent"), default="auto", example="reserve",
+                     help="Huge pages for guests backed by them: auto uses what is free; reserve reserves what is "
+                          "missing; persistent also across reboots."))

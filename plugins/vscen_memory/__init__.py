@@ -63,14 +63,14 @@ def apply_hugepages(domain, ctx) -> None:
             domain.ensure("memoryBacking/hugepages").child("page", size=size, unit="KiB")
             ctx.note(f"hugepages: guest memory backed by {size} KiB pages of {where}")
             return
-    if ctx.settings.hugepages != "auto":
+    if ctx.settings.get("hugepages", "auto") != "auto":
         size = reserve_size(huge, memory)
         if size is not None:
             domain.ensure("memoryBacking/hugepages").child("page", size=size, unit="KiB")
             need, free = memory // size, sum(c.free(size) for c in cells)
             ctx.note(f"hugepages: guest memory backed by {size} KiB pages of {where}: {free} of "
                      f"the {need} pages it needs are free; the hugepages host action reserves "
-                     f"the rest (--hugepages {ctx.settings.hugepages})")
+                     f"the rest (--hugepages {ctx.settings.get('hugepages', 'auto')})")
             return
     size = min(huge, default=DEFAULT_HUGE_KIB)
     count = -(-memory // size)

@@ -82,7 +82,7 @@ def _disk_problems(s) -> list[str]:
         if disk.format != "qcow2":
             problems.append(f"disk.format: '{disk.format}' for {path}: the first-boot snapshot lives inside "
                             "the disks, which needs qcow2; give format=qcow2, or --feature -first-boot-snapshot")
-        if disk.encrypt:
+        if disk.get("encrypt"):
             problems.append(f"disk.encrypt: {path} is encrypted, and libvirt 9.0 cannot snapshot an encrypted "
                             "disk of a shut-off guest; give encrypt=no, or --feature -first-boot-snapshot")
     return problems
@@ -260,3 +260,11 @@ def vscen_register_features(register):
 @hookimpl
 def vscen_register_host_actions(register):
     register(FIRST_BOOT_ACTION)
+
+
+@hookimpl
+def vscen_register_commands(register):
+    from vscen import Command
+
+    register(Command(name="snapshot", summary="Snapshots of a guest vscen made: revert to the state before its first boot.",
+                     app="vscen_os_testing.snapshots:app"))

@@ -116,7 +116,7 @@ def apply(domain, ctx) -> None:
         el.add("driver", **driver)
         el.add("source", file=s.disk_path(i))
         el.add("target", dev=target_for(disk.bus), bus=disk.bus)
-        if disk.encrypt:
+        if disk.get("encrypt"):  # the volumes plugin's disk key
             enc = el.add("encryption", format="luks")
             enc.add("secret", type="passphrase", uuid=secret_uuid(s.disk_path(i)))
 

@@ -32,7 +32,8 @@ a local connection additionally looks at files no pool knows (``qemu-img info``)
     For every disk with ``encrypt=yes`` (qcow2): a libvirt secret (usage ``volume`` = the
     disk's path, ``private='yes'``, ``ephemeral='no'``, UUID = ``uuid5(NAMESPACE_URL,
     "vscen:" + path)``, the same UUID the ``storage`` feature writes in the domain XML) whose
-    value is the disk passphrase, read from ``ctx.passphrase_source`` inside the step only,
+    value is the disk passphrase, read inside the step only (from ``--passphrase-file``,
+    ``$VSCEN_DISK_PASSPHRASE`` or a prompt),
     never in the plan, and sent to libvirt's secret store only; then the qcow2 volume with
     ``<encryption format='luks'>`` naming it. ``storage-volume`` leaves encrypted disks to this
     action (it still plans their pools, so that one pool step serves both). A secret of
@@ -54,7 +55,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from vscen import HostAction, Step, hookimpl
+from vscen import HostAction, Setting, Step, hookimpl
 from vscen.errors import ExistsError, HostError, LibvirtError, UsageError, VscenError
 from vscen.secrets import secret_uuid
 
@@ -668,7 +669,7 @@ def lookup_secret(pl: Planner, path: str):
 
 def secret_step(pl: Planner, path: str, existing) -> Step:
     connection = pl.ctx.connection
-    source = pl.ctx.passphrase_source
+    given = pl.ctx.settings.get("passphrase_file")
     name = pl.ctx.settings.name
     uuid = secret_uuid(path)
 
@@ -679,7 +680,7 @@ def secret_step(pl: Planner, path: str, existing) -> Step:
         from vscen.secrets import default_source, passphrase
 
         # first, so that a bad passphrase source makes nothing
-        value = passphrase(source if source is not None else default_source(None))
+        value = passphrase(default_source(given))
         conn = connection.conn
         made = False
         if existing:
@@ -874,3 +875,39 @@ ACTIONS = (
 def vscen_register_host_actions(register):
     for action in ACTIONS:
         register(action)
+
+
+def _pool_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+        raise ValueError("is not a storage pool name (letters, digits, '.', '_', '-')")
+    return value
+
+
+def _qcow2_only(encrypt: bool, disk) -> None:
+    if encrypt and disk.format != "qcow2":
+        raise ValueError(f"an encrypted disk must be qcow2 (LUKS inside qcow2), not {disk.format}")
+
+
+def _passphrase_file(value: str):
+    from pathlib import Path
+
+    if not value or "\0" in value:
+        raise ValueError("is not a file name")
+    return Path(value).expanduser()
+
+
+SETTINGS = (
+    Setting(name="pool", parse=_pool_name, metavar="NAME", example="fast-nvme",
+            help="libvirt storage pool for new disks (default: the pool of their directory, made if none)."),
+    Setting(name="disk.encrypt", flag=True, default=False, option="--encrypt-disk", example="yes", check=_qcow2_only,
+            help="LUKS-encrypt new disks (qcow2); the passphrase comes from --passphrase-file, "
+                 "$VSCEN_DISK_PASSPHRASE or a prompt."),
+    Setting(name="passphrase_file", parse=_passphrase_file, metavar="FILE", example="~/.vault-pass",
+            help="File holding the disk passphrase (mode 600): read only when the secret is made, never stored."),
+)
+
+
+@hookimpl
+def vscen_register_settings(register):
+    for setting in SETTINGS:
+        register(setting)

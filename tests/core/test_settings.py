@@ -6,19 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+from vscen_host_filesystem import SETTINGS as FS_SETTINGS
+from vscen_host_filesystem import Filesystem, parse_filesystem
 
 from vscen import settings as settings_mod
 from vscen.errors import UsageError
 from vscen.settings import (
-    Filesystem,
     Network,
     build_settings,
     config_layers,
     load_config,
-    parse_filesystem,
     parse_network,
     parse_size,
 )
+
+#: a plugin's setting among the core's, as the pipeline passes the registry's
+DECLARED = {s.name: s for s in FS_SETTINGS}
 
 GiB = 1024**3
 
@@ -26,7 +29,7 @@ GiB = 1024**3
 def build(options=None, scenarios=(), layers=(), disks=None, name="vm"):
     """build_settings as the pipeline calls it: name layer, config layers, then options."""
     all_layers = [("default", {"name": name}), *layers, ("option", dict(options or {}))]
-    return build_settings(list(scenarios), all_layers, disks)
+    return build_settings(list(scenarios), all_layers, disks, DECLARED)
 
 
 def settings(**options):
@@ -182,7 +185,7 @@ def test_networks_filesystems_and_boot():
     assert parse_filesystem("source=/srv,target=d,readonly=yes").readonly is True
     s = settings(boot="cdrom, hd", cdrom="/isos/x.iso", filesystem=["/a:a", "/b:b"])
     assert s.boot == ("cdrom", "hd")
-    assert [f.target for f in s.filesystems] == ["a", "b"]
+    assert [f.target for f in s.filesystem] == ["a", "b"]
     assert settings(cdrom="/isos/x.iso").boot == ("cdrom", "hd")  # a cdrom boots first
     assert settings().boot == ("hd",)
     assert settings(name="vm-1.test_x+y").name == "vm-1.test_x+y"

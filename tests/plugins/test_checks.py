@@ -347,7 +347,7 @@ def test_hugepages_warn_says_how_many_to_reserve(registry, host):
 @pytest.mark.parametrize("mode", ["reserve", "persistent"])
 def test_hugepages_pass_when_vscen_reserves_them(registry, mode):
     ctx = make_ctx("amd-sev", memory="4GiB")
-    ctx.settings = dataclasses.replace(ctx.settings, hugepages=mode)
+    ctx.settings = dataclasses.replace(ctx.settings, extras={**ctx.settings.extras, "hugepages": mode})
     check = only(run(registry, "hugepages", ctx))
     assert check.status == "pass" and f"vscen reserves them (--hugepages {mode})" in check.message
 

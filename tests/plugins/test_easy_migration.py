@@ -186,7 +186,8 @@ def test_a_peer_snapshot_and_a_test_uri_are_read(tmp_path):
 
 def test_peer_checks(registry):
     def check(host="amd-sev", peers=(), hostdevs=()):
-        settings, _ = build_settings([], [("default", {"name": "t", "peers": list(peers), "hostdev": list(hostdevs)})])
+        settings, _ = build_settings([], [("default", {"name": "t", "peers": list(peers), "hostdev": list(hostdevs)})],
+                                     declared=registry.settings)
         ctx = Context(settings=settings, host=host_facts(host), resolution=Resolution(), support=LIBVIRT_9)
         return [(c.status, c.message) for c in registry.validators["live-migration"].check(ctx)]
 

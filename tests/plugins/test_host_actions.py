@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -479,7 +480,8 @@ LOCAL = SimpleNamespace(uri="qemu:///system", is_local=True, is_test=False)
 
 def tuning_ctx(results, add, connection=LOCAL, tune_host=True):
     result = on_recorded(results, "amd-sev", add=add)
-    result.ctx.connection, result.ctx.tune_host = connection, tune_host
+    result.ctx.connection = connection
+    result.ctx.settings = replace(result.ctx.settings, extras={**result.ctx.settings.extras, "tune_host": tune_host})
     return result.ctx
 
 
@@ -536,7 +538,7 @@ def test_tuning_on_a_remote_host_is_a_note(results, sysfs):
 
 def test_tuning_on_the_test_driver_and_without_the_file(results, sysfs):
     result = on_recorded(results, "amd-sev", add=["ksm-off"])
-    result.ctx.tune_host = True
+    result.ctx.settings = replace(result.ctx.settings, extras={**result.ctx.settings.extras, "tune_host": True})
     assert vscen_host_tuning.plan(result.ctx) == []
     assert any(n.startswith("host tuning skipped: test:///default is not a real host") for n in result.ctx.notes)
     (sysfs / "ksm/run").unlink()

@@ -23,6 +23,7 @@ import vscen_memory
 import vscen_tpm
 from conftest import host_facts, render_for
 from lxml import etree
+from vscen_host_filesystem import Filesystem
 
 from vscen import Check, Feature, Validator, hookimpl
 from vscen.context import Context
@@ -30,7 +31,7 @@ from vscen.domain.model import Domain
 from vscen.errors import RulesError
 from vscen.host.facts import NumaCell
 from vscen.resolve import Resolution
-from vscen.settings import Filesystem, Settings
+from vscen.settings import Settings
 from vscen.validate import Support
 
 MODULES = (vscen_cpu, vscen_memory, vscen_firmware, vscen_clock, vscen_lifecycle, vscen_tpm,
@@ -97,8 +98,10 @@ def tree(result):
 
 def apply(names, facts, support=None, chosen=(), **settings):
     """Apply features *names* (in order) to a fresh Domain: (root, ctx)."""
-    values = {"name": "t1", "memory": 4 * GiB, "vcpu": 2, **settings}
-    ctx = Context(settings=Settings(**values), host=facts,
+    core = {"name": "t1", "memory": 4 * GiB, "vcpu": 2}
+    core.update({k: v for k, v in settings.items() if k in Settings.__dataclass_fields__})
+    extras = {k: v for k, v in settings.items() if k not in Settings.__dataclass_fields__}
+    ctx = Context(settings=Settings(**core, extras=extras), host=facts,
                   resolution=Resolution(why={n: "chosen" for n in (*names, *chosen)}),
                   support=support or Support.installed())
     domain = Domain()
@@ -414,7 +417,7 @@ def test_host_filesystem_virtiofs_with_shared_memory():
 def test_host_filesystem_without_memfd_shares_a_file():
     facts = host_facts("amd-sev")
     facts = replace(facts, enums={**facts.enums, "memoryBacking.sourceType": frozenset({"file", "anonymous"})})
-    root, ctx = apply(["host-filesystem"], facts, filesystems=(Filesystem("/srv/a", "a"),))
+    root, ctx = apply(["host-filesystem"], facts, filesystem=(Filesystem("/srv/a", "a"),))
     assert root.find("memoryBacking/source").get("type") == "file"
     assert noted(ctx, "memfd")
 

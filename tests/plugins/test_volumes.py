@@ -54,10 +54,12 @@ class Env:
         from vscen.pipeline import Request, render
 
         opts = {"name": self.name, "network": "none", **options}
+        if passphrase is not None:  # ("file", PATH), as passfile gives it
+            opts["passphrase_file"] = passphrase[1]
         if self.uri == SYSTEM_URI:
             opts = {"virt_type": "qemu", "memory": "128MiB", "vcpu": 1, **opts}
         result = render(Request(scenarios=list(scenarios), add=list(add), connect=self.uri, options=opts,
-                                disks=list(disks), passphrase_source=passphrase))
+                                disks=list(disks)))
         self.results.append(result)
         return result
 

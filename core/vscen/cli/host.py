@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from vscen.cli.common import ConnectOpt, HostFactsOpt, JsonOpt, err, split_features
+
 # `vscen host` alone shows the host, so this group has no no_args_is_help
 app = typer.Typer(help="What the host offers, whether it is ready for scenarios, and snapshots of it.",
                   rich_markup_mode=None)
@@ -22,16 +24,6 @@ app = typer.Typer(help="What the host offers, whether it is ready for scenarios,
 #: strongest first, as the confidential-computing check ranks them
 LAUNCH_SECURITY = ("sev-snp", "tdx", "sev-es", "sev")
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
-
-ConnectOpt = Annotated[Optional[str], typer.Option(
-    "--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")]
-HostFactsOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML, or a 'vscen host snapshot'. Repeatable.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def err(text: str) -> None:
-    typer.echo(text, err=True)
 
 
 def _open(connect: str | None):
@@ -328,14 +320,6 @@ def _columns(rows: list[tuple[str, str]], width: int = 100) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _split_features(values: list[str]) -> tuple[list[str], list[str]]:
-    add, remove = [], []
-    for v in values:
-        for item in filter(None, (x.strip() for x in v.split(","))):
-            (remove if item.startswith("-") else add).append(item.lstrip("+-"))
-    return add, remove
-
-
 @app.command()
 def check(
     scenarios: Annotated[Optional[list[str]], typer.Argument(help="Scenarios to check the host for (see 'vscen list scenarios').")] = None,
@@ -353,7 +337,7 @@ def check(
     from vscen.validate import Support
 
     scenarios = list(scenarios or [])
-    add, remove = _split_features(feature or [])
+    add, remove = split_features(feature or [])
     if not scenarios and not add:
         raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
     request = pipeline.Request(scenarios=scenarios, add=add, remove=remove,

@@ -2,7 +2,7 @@
 see the XML, the plan, the rules and the host; run it.
 
 The shell is a front end to the command line. Its settings are the options of ``vscen run``,
-every one of them (:data:`KEYS`, :data:`COMMAND_PARAMS`; tests/test_shell.py checks that none
+every one of them (:func:`keys`, :data:`COMMAND_PARAMS`; tests/test_shell.py checks that none
 is missing), and ``xml``, ``plan``, ``explain``, ``run`` and ``host`` run the real commands in
 this process with the equivalent arguments (``command`` prints them), so the shell does exactly
 what ``vscen run`` does. Each value is checked as it is entered, with vscen.settings' own
@@ -41,6 +41,10 @@ class Key:
     values: str = ""
     #: help for keys with no ``vscen run`` option of their own (the others use the option's)
     help: str = ""
+    #: the allowed values of a plugin's setting
+    choices: tuple[str, ...] = ()
+    #: a plugin's ``KEY=VALUE,...`` setting: its keys and what completes them (vscen.Setting.spec)
+    spec: Any = None
 
 
 def _disk_key(field: str, values: str | None = None, help: str = "") -> Key:
@@ -49,8 +53,9 @@ def _disk_key(field: str, values: str | None = None, help: str = "") -> Key:
                help=help or f"The disks' {field.replace('_', ' ')} (--disk {field}=...).")
 
 
-#: every shell setting, in the order the status line and ``show`` list them
-KEYS: tuple[Key, ...] = (
+#: the core's shell settings, in the order the status line and ``show`` list them; the
+#: plugins' follow (:func:`keys`)
+_HEAD: tuple[Key, ...] = (
     Key("scenario", "scenarios", "names", values="scenario"),
     Key("feature", "feature", "list", values="feature"),
     Key("name", "name", setting="name"),
@@ -76,14 +81,11 @@ KEYS: tuple[Key, ...] = (
     _disk_key("cluster_size", "", "The qcow2 cluster size, a power of two from 512B to 2MiB (--disk cluster_size=...)."),
     _disk_key("lazy_refcounts"),
     _disk_key("backing", "path", "A base image: the disk becomes a copy-on-write qcow2 overlay on it (--disk backing=...)."),
-    Key("disk.encrypt", "encrypt_disk", "flag", setting="disk.encrypt"),
-    Key("filesystem", "filesystem", "list", setting="filesystem", values="filesystem"),
-    Key("pool", "pool", setting="pool"),
-    Key("hugepages", "hugepages", setting="hugepages", values="choices:hugepages"),
-    Key("peer", "peer", "list", setting="peers"),
-    Key("hostdev", "hostdev", "list", setting="hostdev"),
     Key("transient", "transient", "flag", setting="transient"),
-    Key("tune-host", "tune_host", "flag"),
+    # the plugins' settings come here (plugin_keys)
+)
+#: the shell keys after the plugins' settings
+_TAIL: tuple[Key, ...] = (
     Key("force", "force", "flag"),
     Key("start", "start", "flag"),
     Key("customise", "set_", "list"),
@@ -91,9 +93,32 @@ KEYS: tuple[Key, ...] = (
     Key("host-facts", "host_facts", "list", values="path"),
     Key("connect", "connect", values="connect"),
     Key("output", "output", values="dir"),
-    Key("passphrase-file", "passphrase_file", values="path"),
 )
-KEY = {k.name: k for k in KEYS}
+
+
+@lru_cache(maxsize=1)
+def keys() -> tuple[Key, ...]:
+    """Every shell setting: the core's, then one per plugin setting (``vscen.Setting``), then
+    the run flags and where things come from."""
+    from vscen.cli.common import loaded
+
+    _, reg = loaded()
+    return _HEAD + tuple(plugin_key(s) for _, s in sorted(reg.settings.items())) + _TAIL
+
+
+def key_map() -> dict[str, Key]:
+    return {k.name: k for k in keys()}
+
+
+def plugin_key(setting) -> Key:
+    """The shell key of a plugin's setting: named as its ``vscen run`` option (``disk.KEY``
+    for a disk key), valued as the declaration says."""
+    from vscen.cli.common import setting_param
+
+    name = setting.name if setting.is_disk_key else setting.cli_option[2:]
+    kind = "flag" if setting.flag else "list" if setting.repeatable else "value"
+    return Key(name, setting_param(setting), kind, setting=setting.name, choices=setting.choices,
+               values={"FILE": "path", "DIR": "dir"}.get(setting.metavar, ""), spec=dict(setting.spec) or None)
 #: ``vscen run`` parameters that are shell commands rather than settings
 COMMAND_PARAMS = {"dry_run": "plan", "explain": "explain", "json_": "plan --json, run --json"}
 #: what the shell offers for values that have no fixed choices
@@ -154,9 +179,9 @@ def _err(text: str) -> None:
 
 def _error(exc) -> None:
     """A VscenError as ``vscen`` prints it: one line, or a summary and its problems."""
-    from vscen import cli
+    from vscen.cli.common import STATE
 
-    if cli._state["debug"]:
+    if STATE["debug"]:
         import traceback
 
         traceback.print_exception(exc)
@@ -236,7 +261,7 @@ def complete_spec(text: str, keys: dict[str, Any], bare: tuple[str, ...] = ()) -
 class Session:
     """The shell's choices and commands; ``cmd.Cmd`` provides the loop (see :func:`shell_class`).
 
-    ``values`` holds every :data:`KEYS` entry: a list for ``names`` and ``list`` keys, a bool
+    ``values`` holds every :func:`keys` entry: a list for ``names`` and ``list`` keys, a bool
     for flags, else a string or None (not set: the default applies).
     """
 
@@ -253,14 +278,14 @@ class Session:
 
     @staticmethod
     def blank() -> dict[str, Any]:
-        return {k.name: [] if k.kind in ("names", "list") else False if k.kind == "flag" else None for k in KEYS}
+        return {k.name: [] if k.kind in ("names", "list") else False if k.kind == "flag" else None for k in keys()}
 
     @property
     def registry(self):
         if self._registry is None:
-            from vscen.cli import _load
+            from vscen.cli.common import registry
 
-            _, self._registry = _load()
+            self._registry = registry()
         return self._registry
 
     # -- the choice as settings, and as 'vscen run' arguments ------------------------------
@@ -269,7 +294,7 @@ class Session:
         """The settings the choice gives, as ``vscen run`` passes its options to the pipeline."""
         values = self.values if values is None else values
         opts: dict[str, Any] = {}
-        for key in KEYS:
+        for key in keys():
             if not key.setting:
                 continue
             value = values[key.name]
@@ -285,12 +310,12 @@ class Session:
         """The arguments of the equivalent ``vscen run`` (the scenarios first)."""
         args = list(self.values["scenario"])
         # disk keys have no run option: they go into every --disk spec (the spec's own win)
-        folded = ",".join(f"{k.name[5:]}={self.values[k.name]}" for k in KEYS
+        folded = ",".join(f"{k.name[5:]}={self.values[k.name]}" for k in keys()
                           if not k.param and self.values[k.name] is not None)
         specs = list(self.values["disk"])
         if folded:
             specs = [s if s.strip() == "none" else f"{folded},{s}" for s in specs] or [folded]
-        for key in KEYS:
+        for key in keys():
             if key.kind == "names" or not key.param:
                 continue
             value = specs if key.name == "disk" else self.values[key.name]
@@ -309,7 +334,7 @@ class Session:
     def key(self, name: str) -> Key:
         key = self.find_key(name)
         if key is None:
-            raise _usage(f"unknown setting '{name.strip()}'{_suggest(name.strip(), [k.name for k in KEYS])}")
+            raise _usage(f"unknown setting '{name.strip()}'{_suggest(name.strip(), [k.name for k in keys()])}")
         return key
 
     @staticmethod
@@ -318,9 +343,9 @@ class Session:
         set, virt_type...), or None."""
         name = name.strip()
         name = "disk." + name[5:].replace("-", "_") if name.startswith("disk.") else name.replace("_", "-")
-        if name in KEY:
-            return KEY[name]
-        aliases = {long_option(k.param)[2:]: k for k in KEYS if k.param and k.kind != "names"}
+        if name in key_map():
+            return key_map()[name]
+        aliases = {long_option(k.param)[2:]: k for k in keys() if k.param and k.kind != "names"}
         return aliases.get(name)
 
     def assign(self, name: str, raw: str) -> None:
@@ -464,7 +489,7 @@ class Session:
         if v["feature"]:
             parts.append("features: " + " ".join(v["feature"]))
         chosen = []
-        for key in KEYS:
+        for key in keys():
             value = v[key.name]
             if key.name in ("scenario", "feature", "connect") or value in (None, [], False):
                 continue
@@ -519,9 +544,9 @@ class Session:
         except KeyboardInterrupt:
             _err("error: interrupted")
         except Exception as exc:  # a bug: one line, as vscen prints it, and the shell goes on
-            from vscen import cli
+            from vscen.cli.common import STATE
 
-            if cli._state["debug"]:
+            if STATE["debug"]:
                 raise
             _err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return False
@@ -533,7 +558,7 @@ class Session:
         word, _, rest = line.strip().partition(" ")
         key = self.find_key(word)
         if key is None:
-            hint = _suggest(word, self.commands() + [k.name for k in KEYS])
+            hint = _suggest(word, self.commands() + [k.name for k in keys()])
             raise _usage(f"unknown command or setting '{word}'{hint or '; help lists them'}")
         if rest.strip():
             self.assign(key.name, rest)
@@ -564,22 +589,22 @@ class Session:
         head, text = re.match(r"(.*?)(\S*)$", buffer, re.S).groups()
         words = head.split()
         if not words:
-            found = [f"{n} " for n in self.commands() + [k.name for k in KEYS]]
+            found = [f"{n} " for n in self.commands() + [k.name for k in keys()]]
         else:
             found = self._complete_args(words[0], words[1:], text)
         return sorted({c for c in found if c.startswith(text)})
 
     def _complete_args(self, command: str, args: list[str], text: str) -> list[str]:
         if command in ("help", "?"):
-            return [f"{n} " for n in self.commands() + [k.name for k in KEYS]] if not args else []
+            return [f"{n} " for n in self.commands() + [k.name for k in keys()]] if not args else []
         if command == "set":
             if not args:
-                return [f"{k.name} " for k in KEYS]
+                return [f"{k.name} " for k in keys()]
             command, args = args[0], args[1:]
         if command == "unset":
             if not args:
-                return [f"{k.name} " for k in KEYS if self.values[k.name] not in (None, [], False)]
-            key = KEY.get(args[0])
+                return [f"{k.name} " for k in keys() if self.values[k.name] not in (None, [], False)]
+            key = key_map().get(args[0])
             return [f"{i} " for i in self.values[key.name]] if key and key.kind in ("names", "list") and len(args) == 1 else []
         if command == "run":
             return [f"{f} " for f in RUN_FLAGS if f not in args]
@@ -587,7 +612,7 @@ class Session:
             return ["--json "] if not args else []
         if command == "host":
             return ["check ", "--json "] if not args else ["--json "] if args == ["check"] else []
-        key = KEY.get(command)
+        key = key_map().get(command)
         if key is None or (args and key.name not in ("scenario", "feature")):
             return []
         return self.complete_value(key, text)
@@ -599,6 +624,10 @@ class Session:
         kind = key.values
         if key.kind == "flag":
             return ["yes ", "no "]
+        if key.choices:
+            return [f"{c} " for c in key.choices]
+        if key.spec:
+            return complete_spec(text, key.spec)
         if kind.startswith("choices:"):
             return [f"{c} " for c in CHOICES[kind[8:]]]
         if kind in ("path", "dir"):
@@ -625,8 +654,6 @@ class Session:
         if kind == "disk":
             return complete_spec(text, {k: "path" if k in ("path", "backing") else CHOICES.get(f"disk.{k}")
                                         for k in DISK_KEYS}, bare=("none",))
-        if kind == "filesystem":
-            return complete_spec(text, {"source": "dir", "target": (), "readonly": ("yes", "no")})
         return []
 
     def _resolved(self) -> set[str]:
@@ -736,22 +763,24 @@ class Session:
         for i, d in enumerate(s.disks):
             extra = "".join(f" {k}={getattr(d, k)}" for k in ("discard", "backing", "cluster_size") if getattr(d, k))
             extra += (f" preallocation={d.preallocation}" if d.preallocation != "off" else "") + \
-                     (" lazy_refcounts" if d.lazy_refcounts else "") + (" encrypted" if d.encrypt else "")
+                     (" lazy_refcounts" if d.lazy_refcounts else "")
+            extra += "".join(f" {k}={_shown(v)}" for k, v in sorted(d.extras.items()) if v not in (None, False, ()))
             rows.append((f"disk {i + 1}", f"{s.disk_path(i)}: {_size(d.size // 1024)} {d.format} bus={d.bus} "
                          f"cache={d.cache} io={d.io}{extra}",
                          src("disk.format", "disk.cache", "disk.io", "disk.size", "disks")))
         if not s.disks:
             rows.append(("disk", "none", src("disks")))
-        rows += [(f"filesystem {i + 1}", f"{f.source} as {f.target}" + (" (read-only)" if f.readonly else ""), src("filesystem"))
-                 for i, f in enumerate(s.filesystems)]
-        rows += [("pool", s.pool or "the pool of the disk's directory", src("pool")),
-                 ("hugepages", s.hugepages, src("hugepages"))]
-        rows += [("peer", p, src("peers")) for p in s.peers] + [("hostdev", h, src("hostdev")) for h in s.hostdevs]
         rows += [("transient", "yes" if s.transient else "no", src("transient"))]
-        for name in ("connect", "host-facts", "config", "output", "passphrase-file", "customise",
-                     "tune-host", "force", "start"):
+        # the plugins' settings, each with its value as the plugin parsed it
+        for key in keys():
+            if key.param.startswith("plugin_") and not key.name.startswith("disk."):
+                value = s.get(key.setting)
+                shown = ("yes" if value else "no") if key.kind == "flag" else \
+                    "; ".join(_shown(x) for x in value) if isinstance(value, tuple) else _shown(value)
+                rows.append((key.name, shown or "-", src(key.setting)))
+        for name in ("connect", "host-facts", "config", "output", "customise", "force", "start"):
             value = v[name]
-            shown = ("yes" if value else "no") if KEY[name].kind == "flag" else \
+            shown = ("yes" if value else "no") if key_map()[name].kind == "flag" else \
                 "; ".join(value) if isinstance(value, list) else value
             if name == "connect" and not value:
                 shown, where = self.connection(), ""  # it says where it comes from
@@ -851,7 +880,7 @@ class Session:
 
         The rules of the chosen scenarios and features: why each item is in, what it requires,
         implies and conflicts with, the host checks and actions it names."""
-        from vscen.cli import _rules
+        from vscen.cli.common import rules_of
         from vscen.resolve import resolve
 
         if not self._need_scenario():
@@ -860,7 +889,7 @@ class Session:
         res = resolve(self.registry, self.values["scenario"], add, remove)
         for item in res.items:
             print(f"{item.kind} {item.name} ({res.why[item.name]}): {item.summary}")
-            rules = _rules(item)
+            rules = rules_of(item)
             for label, key in (("requires", "requires"), ("implies", "implies"), ("arches", "arches"),
                                ("host checks", "validators"), ("host actions", "host_actions")):
                 if rules[key]:
@@ -905,7 +934,7 @@ class Session:
                   if len(usage) <= 26 else f"  {usage}\n" + textwrap.fill(text, width=width, initial_indent=" " * 29,
                                                                          subsequent_indent=" " * 29))
         print("settings ('KEY VALUE' or 'set KEY VALUE'; 'help KEY' for one):")
-        print(textwrap.fill(" ".join(k.name for k in KEYS), width=max(40, _columns() - 1),
+        print(textwrap.fill(" ".join(k.name for k in keys()), width=max(40, _columns() - 1),
                             initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
 
     def do_quit(self, arg):
@@ -929,10 +958,10 @@ class Session:
         print(f"{key.name} = {shown if shown not in (None, '') else '(default)'}")
         print(f"    {key_help(key)}")
         print(f"    {_where(key)}")
-        if key.values.startswith("choices:") or key.kind == "flag":
+        if key.values.startswith("choices:") or key.kind == "flag" or key.choices:
             from vscen.settings import CHOICES
 
-            choices = CHOICES[key.values[8:]] if key.kind != "flag" else ("yes", "no")
+            choices = ("yes", "no") if key.kind == "flag" else key.choices or CHOICES[key.values[8:]]
             print(f"    values: {', '.join(choices)}")
 
     def _need_scenario(self) -> bool:
@@ -985,6 +1014,18 @@ class Session:
             return False
         sys.stdout.flush()
         return not code
+
+
+def _shown(value) -> str:
+    """A plugin's parsed value for ``show``: what the user would type where it is a plain one."""
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float, bool)):
+        return str(value)
+    fields = getattr(value, "__dataclass_fields__", None)
+    if fields:
+        return ",".join(f"{k}={getattr(value, k)}" for k in fields)
+    return str(value)
 
 
 def _opt(option: str, value) -> list[str]:

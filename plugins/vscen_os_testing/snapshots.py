@@ -1,4 +1,4 @@
-"""``vscen snapshot``: the libvirt snapshots of a guest vscen made, and going back to the one
+"""``vscen snapshot`` (the os-testing plugin's command): the libvirt snapshots of a guest vscen made, and going back to the one
 vscen took.
 
 A host action that takes a snapshot journals it as ``{"kind": "snapshot", "domain", "uuid",
@@ -31,16 +31,9 @@ def _guest(name: str, output: Path | None, connect: str | None):
     """(journal, connection, domain) of guest *name* vscen made; refuses any other."""
     import libvirt
 
-    from vscen.errors import LibvirtError, UsageError
-    from vscen.host.connect import open_connection
-    from vscen.journal import FILENAME, Journal
-    from vscen.plan import output_dir
-    from vscen.settings import check_name
+    from vscen import LibvirtError, guest_journal, open_connection
 
-    path = output_dir(output) / check_name(name) / FILENAME
-    if not path.exists():
-        raise UsageError(f"snapshot: vscen made no guest '{name}' here (no {path}); it touches only its own guests")
-    journal = Journal.load(path)
+    journal = guest_journal(name, output, command="snapshot")
     connection = open_connection(connect or journal.uri)
     try:
         dom = connection.conn.lookupByName(name)
@@ -101,7 +94,7 @@ def revert(name: NameArg, start: Annotated[bool, typer.Option(help="Start the gu
     """Revert guest NAME to the snapshot vscen took (stopping it if it runs)."""
     import libvirt
 
-    from vscen.errors import LibvirtError, UsageError
+    from vscen import LibvirtError, UsageError
 
     journal, connection, dom = _guest(name, output, connect)
     try:
@@ -150,7 +143,7 @@ def _forget_firmware_state(connection, dom, current: str):
     (a driver that keeps none refuses the flags)."""
     import libvirt
 
-    from vscen.errors import LibvirtError
+    from vscen import LibvirtError
 
     name = dom.name()
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)

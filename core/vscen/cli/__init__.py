@@ -1,0 +1,129 @@
+"""The ``vscen`` command line (Typer), one module per command group.
+
+The command line is built from the loaded plugins: ``vscen run`` gets an option for every
+setting a plugin declares (``vscen.Setting``), and each plugin's command groups
+(``vscen.Command``) are added beside the core's. Errors are formatted here only: the pipeline
+raises ``VscenError`` carrying the message and an exit code; ``main()`` prints ``error: ...``
+on stderr and exits with that code. Tracebacks only with ``--debug``. Every listing has
+``--json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vscen import __version__
+from vscen.cli.common import STATE, err, loaded
+
+HELP = "Prepare a KVM host and a libvirt guest for a scenario: secure-vm, desktop, computation..."
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"vscen {__version__}")
+        raise typer.Exit()
+
+
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+):
+    """vscen: tuned libvirt guests for scenarios, from plugins."""
+    STATE["debug"] = debug
+
+
+def shell_command(
+    scenarios: Annotated[Optional[list[str]], typer.Argument(help="Scenarios to start with (see 'vscen list scenarios').")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI to start with (the 'connect' setting).")] = None,
+):
+    """An interactive shell: choose scenarios, features and settings with tab completion, see the XML, the plan and the host, and run it."""
+    from vscen.cli.shell import start
+
+    start(scenarios, connect)
+
+
+
+
+def build_app(config: Path | None = None) -> typer.Typer:
+    """The command line for the plugins loaded with *config* (``--config``)."""
+    from vscen.cli import catalog, guests, host, plugin, run
+
+    _, reg = loaded(config)
+    app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
+                      pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.callback()(_root)
+    app.command(no_args_is_help=True)(run.command(reg))
+    app.command()(guests.destroy)
+    app.command()(guests.status)
+    app.command("list")(catalog.list_)
+    app.command()(catalog.plugins)
+    app.command()(catalog.rules)
+    app.command()(catalog.validate)
+    app.command("shell")(shell_command)
+    app.add_typer(host.app, name="host")
+    app.add_typer(plugin.app, name="plugin")
+    for name, command in sorted(reg.commands.items()):
+        app.add_typer(_command_app(command), name=name, help=command.summary)
+    return app
+
+
+def _command_app(command):
+    app = command.app
+    if isinstance(app, str):
+        import importlib
+
+        module, _, attr = app.partition(":")
+        app = getattr(importlib.import_module(module), attr)
+    return app() if callable(app) and not isinstance(app, typer.Typer) else app
+
+
+def __getattr__(name: str):
+    """``vscen.cli.app``: the command line for the default configuration."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module 'vscen.cli' has no attribute '{name}'")
+
+
+def _config_of(argv: list[str]) -> Path | None:
+    """The ``--config FILE`` of the command line, before Typer parses it: it decides which
+    plugins load (``disabled_plugins``), and so which options exist."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--config="):
+            return Path(arg.partition("=")[2])
+    return None
+
+
+def main() -> None:
+    from vscen.errors import VscenError
+
+    STATE["debug"] = "--debug" in sys.argv[1:]  # before the plugins load: their errors too
+    try:
+        # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
+        build_app(_config_of(sys.argv[1:]))()
+    except VscenError as exc:
+        if STATE["debug"]:
+            raise
+        if exc.summary and len(exc.problems) > 1:
+            err(f"error: {exc.summary} ({len(exc.problems)} problems):")
+            for problem in exc.problems:
+                err(f"  - {problem}")
+        else:
+            err(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err("error: interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line unless --debug
+        if STATE["debug"]:
+            raise
+        err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)

@@ -1,0 +1,5 @@
+"""``python -m vscen.cli``."""
+
+from vscen.cli import main
+
+main()

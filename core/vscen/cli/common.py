@@ -1,0 +1,81 @@
+"""What the ``vscen`` commands share: the plugins loaded once per process, error output, the
+options every command spells the same way, and shell completion of plugin names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+#: set by the root callback
+STATE = {"debug": False}
+
+ConnectOpt = Annotated[Optional[str], typer.Option(
+    "--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")]
+GuestConnectOpt = Annotated[Optional[str], typer.Option(
+    "--connect", "-c", help="libvirt URI (default: the one the guest was made on).")]
+OutputOpt = Annotated[Optional[Path], typer.Option(help="Where the guests' directories are (default: $XDG_DATA_HOME/vscen).")]
+HostFactsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML, or a 'vscen host snapshot'. Repeatable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+_loaded: dict = {}
+
+
+def err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def loaded(config: Path | None = None):
+    """(plugin manager, registry) of this process, loaded once per config file: the command
+    line is built from them (plugins' options and commands), and the pipeline reuses them."""
+    key = str(config) if config is not None else None
+    if key not in _loaded:
+        from vscen.registry import load
+
+        _loaded[key] = load(config)
+    return _loaded[key]
+
+
+def registry(config: Path | None = None):
+    """The registry, after saying which plugins are broken (for the listing commands)."""
+    pm, reg = loaded(config)
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    return reg
+
+
+def complete(kind: str, incomplete: str) -> list[str]:
+    """Shell completion of scenario names, or of +/-feature names."""
+    try:
+        _, reg = loaded()
+    except Exception:  # completion must never print a traceback into the user's shell
+        return []
+    if kind == "scenarios":
+        return [n for n in sorted(reg.scenarios) if n.startswith(incomplete)]
+    sign = incomplete[:1] if incomplete[:1] in "+-" else "+"
+    stem = incomplete.lstrip("+-")
+    return [sign + n for n in sorted(reg.features) if n.startswith(stem)]
+
+
+def split_features(values: list[str]) -> tuple[list[str], list[str]]:
+    """``+a,-b`` and ``c`` -> (added, removed)."""
+    add, remove = [], []
+    for v in values:
+        for item in filter(None, (x.strip() for x in v.split(","))):
+            (remove if item.startswith("-") else add).append(item.lstrip("+-"))
+    return add, remove
+
+
+def rules_of(item) -> dict:
+    """A feature's or scenario's rules, as the listings print them."""
+    return {"requires": list(item.requires), "implies": list(item.pulls()),
+            "conflicts": [{"name": c.name, "reason": c.reason} for c in item.conflicts],
+            "arches": list(item.arches), "validators": list(item.validators),
+            "host_actions": list(item.host_actions)}
+
+
+def setting_param(setting) -> str:
+    """The ``vscen run`` parameter name of a plugin's setting."""
+    return "plugin_" + setting.name.replace(".", "_")

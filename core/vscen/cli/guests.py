@@ -1,0 +1,94 @@
+"""``vscen destroy`` and ``vscen status``: the guests vscen made, by their journals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vscen.cli.common import registry
+
+
+def destroy(
+    name: Annotated[str, typer.Argument(help="The guest's name.")],
+    keep_storage: Annotated[bool, typer.Option("--keep-storage", help="Keep the disks (volumes, pools, secrets) vscen created.")] = False,
+    output: Annotated[Optional[Path], typer.Option(help="Where the guest's directory is (default: $XDG_DATA_HOME/vscen).")] = None,
+    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the one the guest was made on).")] = None,
+):
+    """Remove exactly what vscen created for guest NAME, newest first."""
+    from vscen.apply import rollback
+    from vscen.errors import UsageError, VscenError, raise_all
+    from vscen.host.connect import open_connection
+    from vscen.journal import FILENAME, Journal
+    from vscen.plan import output_dir
+    from vscen.settings import check_name
+
+    path = output_dir(output) / check_name(name) / FILENAME
+    if not path.exists():
+        raise UsageError(f"destroy: vscen made no guest '{name}' here (no {path})")
+    journal = Journal.load(path)
+    reg = registry()
+    conn = open_connection(connect or journal.uri)
+    total = len(journal.entries)
+    problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage)
+    raise_all(VscenError, f"destroy {name}: some things could not be removed", problems)
+    kept = len(journal.entries)
+    typer.echo(f"destroyed {name}: removed {total - kept} things vscen made"
+               + (f", kept {kept} (storage; the journal stays at {path})" if kept else ""))
+
+
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="One guest (default: all).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Where the guests' directories are.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """The guests vscen made: where, what it created for them, and their state."""
+    from vscen.journal import FILENAME, Journal
+    from vscen.plan import output_dir
+
+    base = output_dir(output)
+    paths = [base / name / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
+    rows = []
+    for path in paths:
+        if not path.exists():
+            from vscen.errors import UsageError
+
+            raise UsageError(f"status: vscen made no guest '{name}' here (no {path})")
+        journal = Journal.load(path)
+        made: dict[str, int] = {}
+        for entry in journal.entries:
+            what = entry["owner"] if entry["owner"] != "vscen" else entry["record"]["kind"]
+            made[what] = made.get(what, 0) + 1
+        rows.append({"name": journal.name, "uri": journal.uri, "state": _state_of(journal),
+                     "made": made, "directory": str(path.parent)})
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no guests made by vscen under {base}")
+    for r in rows:
+        made = ", ".join(f"{k}: {v}" for k, v in sorted(r["made"].items()))
+        typer.echo(f"{r['name']}  {r['state']}  on {r['uri']}  ({made})")
+
+
+_connections: dict = {}
+
+
+def _state_of(journal) -> str:
+    import libvirt
+
+    from vscen.host.connect import open_connection
+
+    if journal.uri.startswith("test:"):
+        return "unknown (embedded driver: gone with the process)"
+    try:
+        conn = _connections.get(journal.uri) or open_connection(journal.uri)
+        _connections[journal.uri] = conn
+        dom = conn.conn.lookupByName(journal.name)
+    except libvirt.libvirtError:
+        return "not defined"
+    except Exception as exc:
+        return f"unreachable ({exc})"
+    return "running" if dom.isActive() else "shut off"
