@@ -104,16 +104,15 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     domain = build(ctx)
     if settings.get("peers") and ctx._peers is None:
         ctx.note("--peer: no chosen scenario or feature looks at other hosts; ignored")
-    root, _ = domain.render()
+    customised = domain.customise(request.sets)
+    raise_all(RulesError, "plugins set different values on the same XML path", domain.conflicts())
     from lxml import etree
 
-    customised = customise(root, request.sets)
-    raise_all(RulesError, "plugins set different values on the same XML path",
-              domain.conflicts({path for path, _ in customised}))
+    root, _ = domain.render()  # rendered once: customise kept it current
     xml = etree.tostring(root, pretty_print=True, encoding="unicode")
     owners = {path: who for path, value, who in domain.explain() if not value}
     for path, _value in customised:
-        owners[path.rsplit("/@", 1)[0]] = "user (--set)"
+        owners[path.rsplit("/@", 1)[0]] = domain.USER
     if request.schema:
         check_schema(xml, owner_of=lambda p: owners.get(p, ""))
     ctx.xml = etree.fromstring(xml.encode())
@@ -229,55 +228,7 @@ def load_peers(ctx) -> list:
 
 
 def customise(root, sets: list[str]) -> list[tuple[str, str]]:
-    """Apply ``XPATH=VALUE`` post-customisations to the finished XML.
+    """``--set`` items applied to a plain lxml tree (see vscen.domain.customise)."""
+    from vscen.domain.customise import customise as apply_sets
 
-    An XPath ending in ``/@attr`` sets that attribute on every element the rest matches
-    (creating the attribute); any other XPath sets the text of the elements it matches.
-    An XPath that matches nothing is an error.
-    """
-    from lxml import etree
-
-    done = []
-    tree = root.getroottree()
-    for item in sets:
-        # an XPath may hold '=' in a predicate: split at the first '=' outside brackets
-        expr, value = _split_set(item)
-        if value is None or not expr:
-            raise UsageError(f"--set: '{item}' is not XPATH=VALUE")
-        attr = None
-        target = expr
-        head, slash_at, tail = expr.rpartition("/@")
-        if slash_at and tail.replace("-", "").replace("_", "").isalnum():
-            target, attr = head, tail
-        try:
-            nodes = root.xpath(target)
-        except etree.XPathError as exc:
-            raise UsageError(f"--set: '{expr}' is not a valid XPath ({exc})") from None
-        nodes = [n for n in nodes if isinstance(n, etree._Element)] if isinstance(nodes, list) else []
-        if not nodes:
-            raise UsageError(f"--set: '{expr}' matches nothing in the domain XML")
-        for node in nodes:
-            if attr:
-                node.set(attr, value)
-            else:
-                if len(node):
-                    raise UsageError(f"--set: '{expr}' matches <{node.tag}>, which has child elements; set an attribute or a leaf element")
-                node.text = value
-            done.append((tree.getpath(node) + (f"/@{attr}" if attr else ""), value))
-    return done
-
-
-def _split_set(item: str) -> tuple[str, str]:
-    depth = 0
-    split = -1
-    for i, ch in enumerate(item):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "=" and depth == 0:
-            split = i
-            break
-    if split < 0:
-        return "", None
-    return item[:split].strip(), item[split + 1:]
+    return apply_sets(root, sets)

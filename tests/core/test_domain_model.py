@@ -175,7 +175,7 @@ def test_highest_present_level_wins_in_either_order(present, winner):
 
 
 def test_levels_are_ordered_as_documented():
-    assert LEVELS == ("default", "feature", "scenario", "user")
+    assert LEVELS == ("default", "feature", "scenario", "user", "set")
 
 
 # -- conflicts --------------------------------------------------------------------------------
@@ -233,15 +233,20 @@ def test_a_conflict_among_lower_levels_does_not_count_but_one_at_the_top_does():
     assert "'a'" not in problem and "scenario level" in problem
 
 
-def test_decided_paths_are_not_conflicts_and_only_those():
+def test_the_users_set_decides_a_conflict_and_only_that_one():
     d = _two_features(("a", "utc"), ("b", "localtime"))
     for plugin, value in (("a", "destroy"), ("b", "restart")):
         with d.writer(plugin, "feature"):
             d.ensure("on_crash").text(value)
     assert len(d.conflicts()) == 2
-    [left] = d.conflicts({"/domain/clock/@offset"})
+    assert d.customise(["./clock/@offset=utc"]) == [("/domain/clock/@offset", "utc")]
+    [left] = d.conflicts()
     assert left.startswith("/domain/on_crash:")
-    assert d.conflicts({"/domain/clock/@offset", "/domain/on_crash"}) == []
+    d.customise(["./on_crash=preserve"])
+    assert d.conflicts() == []
+    root, _ = d.render()
+    assert root.find("on_crash").text == "preserve" and root.find("clock").get("offset") == "utc"
+    assert ("/domain/on_crash", "preserve", "user (--set), was 'restart' from b (feature)") in d.explain()
 
 
 def test_a_plugin_rewriting_its_own_value_is_no_conflict():

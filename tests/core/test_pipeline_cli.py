@@ -81,6 +81,12 @@ def test_set_with_a_predicate_holding_an_equals_sign():
     ("./name", "is not XPATH=VALUE"),
     ("=x", "is not XPATH=VALUE"),
     ("./os=hvm", "has child elements"),
+    ("/domain/@1bad=x", "is not an attribute name"),
+    ("./@xmlns=]]>", "is not an attribute name"),
+    ("./name=a\x01b", "a character XML cannot hold"),
+    ("./name\udcff=x", "a character XML cannot hold"),
+    ("./name[=x", "is not XPATH=VALUE"),
+    ("./na me=x", "is not a valid XPath"),
 ])
 def test_bad_sets_are_usage_errors(item, message):
     with pytest.raises(UsageError) as exc:

@@ -140,11 +140,8 @@ def _report(summary: dict, as_json: bool, dry_run: bool) -> None:
 
 def _print_explain(result) -> None:
     rows = result.ctx.domain.explain()
-    custom = dict(result.customised)
     width = max(len(r[0]) for r in rows)
     for path, value, who in rows:
-        if path in custom and value:  # a value row, not the row of the element itself
-            value, who = custom[path], f"user (--set), was '{value}' from {who}"
         typer.echo(f"{path:<{width}}  {value!s:<24}  {who}", err=True)
 
 

@@ -1043,20 +1043,9 @@ def _flags(arg: str, allowed: tuple[str, ...]) -> bool:
 
 def _check_set(item: str) -> None:
     """``XPATH=VALUE`` as ``--set`` takes it (whether it matches is known once built)."""
-    from lxml import etree
+    from vscen.domain.customise import parse_set
 
-    from vscen.pipeline import _split_set
-
-    expr, value = _split_set(item) if "=" in item else ("", None)
-    if value is None or not expr:
-        raise _usage(f"--set: '{item}' is not XPATH=VALUE")
-    # as vscen.pipeline.customise reads it: a trailing /@attr names an attribute
-    head, at, tail = expr.rpartition("/@")
-    target = head if at and tail.replace("-", "").replace("_", "").isalnum() else expr
-    try:
-        etree.XPath(target)
-    except etree.XPathError as exc:
-        raise _usage(f"--set: '{expr}' is not a valid XPath ({exc})") from None
+    parse_set(item)
 
 
 def _count(n: int, word: str) -> str:

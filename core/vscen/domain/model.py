@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from vscen.domain.order import position
 
-#: precedence: user settings > scenario > feature > built-in default
-LEVELS = ("default", "feature", "scenario", "user")
+#: precedence: the user's --set > user settings > scenario > feature > built-in default
+LEVELS = ("default", "feature", "scenario", "user", "set")
 TEXT = "#text"
 
 
@@ -89,12 +89,14 @@ class Element:
         """Append a new child *tag* (for repeated elements: disks, interfaces, channels)."""
         el = Element(self._domain, tag, self)
         self.children.append(el)
+        self._domain._changed()
         return el.set(**attrs)
 
     def remove(self) -> None:
         """Take this element out of the model."""
         if self.parent is not None:
             self.parent.children.remove(self)
+            self._domain._changed()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -110,10 +112,12 @@ class Element:
 
     def _write(self, key: str, value: str | None) -> None:
         origin = self._domain.current
-        writes = [w for w in self.writes.get(key, []) if w[1].plugin != origin.plugin]
+        writes = self.writes.setdefault(key, [])
+        # in place: a rendered tree's records hold this list (see Domain.customise)
+        writes[:] = [w for w in writes if w[1].plugin != origin.plugin]
         if value is not None:
             writes.append((value, origin))
-        self.writes[key] = writes
+        self._domain._changed()
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -137,9 +141,18 @@ class Element:
 class Domain(Element):
     """The root ``<domain>``; plugins write inside ``domain.writer(plugin, level)``."""
 
+    #: the plugin name of the user's ``--set`` customisations
+    USER = "user (--set)"
+
     def __init__(self) -> None:
         self.current = Origin("vscen", "default")
+        self._version = 0
+        #: (version, root, records, lxml element -> model element) of the last render
+        self._rendered: tuple | None = None
         super().__init__(None, "domain")
+
+    def _changed(self) -> None:
+        self._version += 1
 
     @contextlib.contextmanager
     def writer(self, plugin: str, level: str):
@@ -153,12 +166,17 @@ class Domain(Element):
 
     def render(self):
         """Build the lxml tree; returns (root, records) where records are for explain/conflicts:
-        a list of (lxml element, key or None for the element itself, writes)."""
+        a list of (lxml element, key or None for the element itself, writes). The tree is built
+        again only when the model changed since the last call."""
+        if self._rendered is not None and self._rendered[0] == self._version:
+            return self._rendered[1], self._rendered[2]
         from lxml import etree
 
         records: list = []
+        nodes: dict = {}
 
         def build(node: Element, into):
+            nodes[into] = node
             for key in node.writes:
                 if key != TEXT and (value := node.get(key)) is not None:
                     into.set(key, value)
@@ -173,11 +191,42 @@ class Domain(Element):
 
         root = etree.Element(self.tag)
         build(self, root)
+        self._rendered = (self._version, root, records, nodes)
         return root, records
 
-    def conflicts(self, decided: set[str] = frozenset()) -> list[str]:
-        """Paths where two plugins of the same, highest level wrote different values
-        (except the paths in *decided*, which the user set with ``--set``)."""
+    def customise(self, sets: list[str]) -> list[tuple[str, str]]:
+        """Apply ``--set XPATH=VALUE`` items as the user's layer: each value is written into
+        the model at the user level (so ``explain`` and ``conflicts`` know it), and into the
+        rendered tree, which stays current. Returns (path, value) of every change."""
+        from vscen.domain.customise import parse_set, targets
+        from vscen.errors import UsageError
+
+        parsed = [parse_set(item) for item in sets]  # every item checked before any is applied
+        root, records = self.render()
+        nodes = self._rendered[3]
+        tree = root.getroottree()
+        done = []
+        with self.writer(self.USER, "set"):
+            for expr, target, attr, value in parsed:
+                for node in targets(root, expr, target):
+                    el, key = nodes[node], attr or TEXT
+                    if key == TEXT and len(node):
+                        raise UsageError(f"--set: '{expr}' matches <{node.tag}>, which has child elements; "
+                                         "set an attribute or a leaf element")
+                    if key not in el.writes:
+                        el.writes[key] = []
+                        records.append((node, key, el.writes[key]))
+                    el._write(key, value)
+                    if key == TEXT:
+                        node.text = value
+                    else:
+                        node.set(key, value)
+                    done.append((tree.getpath(node) + (f"/@{attr}" if attr else ""), value))
+        self._rendered = (self._version, root, records, nodes)
+        return done
+
+    def conflicts(self) -> list[str]:
+        """Paths where two plugins of the same, highest level wrote different values."""
         root, records = self.render()
         tree = root.getroottree()
         out = []
@@ -191,8 +240,6 @@ class Domain(Element):
                     rivals.setdefault(value, origin)
             if len(rivals) > 1:
                 where = tree.getpath(el) + ("" if key == TEXT else f"/@{key}")
-                if where in decided:
-                    continue
                 who = ", ".join(f"'{o.plugin}' sets '{v}'" for v, o in rivals.items())
                 out.append(f"{where}: {who} (both {LEVELS[top]} level; decide with --set or drop one)")
         return out
@@ -210,7 +257,11 @@ class Domain(Element):
             best = max(reversed(writes), key=lambda w: w[1].rank, default=None)
             if best is None:
                 continue
-            others = [f"{o} wanted '{v}'" for v, o in writes if o != best[1] and v != best[0]]
-            who = str(best[1]) + (f"; overrides {', '.join(others)}" if others else "")
+            others = [(v, o) for v, o in writes if o != best[1] and v != best[0]]
+            if best[1].plugin == self.USER and others:
+                was, by = max(reversed(others), key=lambda w: w[1].rank)
+                who = f"{self.USER}, was '{was}' from {by}"
+            else:
+                who = str(best[1]) + (f"; overrides {', '.join(f'{o} wanted {v!r}' for v, o in others)}" if others else "")
             rows.append((path + ("" if key == TEXT else f"/@{key}"), best[0], who))
         return rows
