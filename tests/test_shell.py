@@ -232,7 +232,7 @@ def test_every_run_option_is_a_shell_setting_or_command():
 
 @pytest.fixture
 def session(registry, monkeypatch):
-    monkeypatch.setattr(cli_shell, "_columns", lambda: 100)
+    monkeypatch.setattr(cli_shell.util, "_columns", lambda: 100)
     return cli_shell.shell_class()(registry=registry)
 
 
