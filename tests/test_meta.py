@@ -114,3 +114,22 @@ def test_every_recorded_host_file_is_in_the_repository_with_its_source():
     for name in {f for files in HOSTS.values() for f in files}:
         assert (RECORDED_HOSTS / name).is_file(), name
         assert f"| {name} |" in readme, f"{name} has no source in {RECORDED_HOSTS / 'README.md'}"
+
+
+def test_the_core_names_no_plugins_setting():
+    """Each feature-specific setting belongs to its plugin: the core never reads one by name,
+    spells its option, or compares a shell key with it."""
+    from vscen.pipeline import Request, load
+
+    _, reg = load(Request(scenarios=[]))
+    patterns = []
+    for name, setting in reg.settings.items():
+        shell = setting.name if setting.is_disk_key else setting.cli_option[2:]
+        patterns += [rf"\bsettings\.{re.escape(name)}\b", rf"\.get\(\s*['\"]{re.escape(name)}['\"]",
+                     rf"['\"]{re.escape(setting.cli_option)}['\"]", rf"==\s*['\"]{re.escape(shell)}['\"]"]
+    found = re.compile("|".join(patterns))
+    offenders = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+                 for path in sorted((ROOT / "core/vscen").rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if found.search(line) and not line.lstrip().startswith("#")]
+    assert offenders == []

@@ -177,15 +177,6 @@ class Session(Commands):
             from vscen.host.facts import load_files
 
             load_files([Path(value)])
-        elif key.name == "passphrase-file":
-            import stat
-
-            try:
-                mode = os.stat(value).st_mode
-            except OSError as exc:
-                raise _usage(f"passphrase-file: cannot read {value} ({exc.strerror})") from None
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise _usage(f"passphrase-file: {value} can be read by others; chmod 600 it")
         elif key.name == "output" and os.path.exists(value) and not os.path.isdir(value):
             raise _usage(f"output: {value} exists and is not a directory")
         elif key.name == "connect" and any(c.isspace() for c in value):
