@@ -27,7 +27,7 @@ _UNITS = {
     "mb": 1000**2, "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "t": 1024**4, "tib": 1024**4,
     "tb": 1000**4,
 }
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 CHOICES = {
     "arch": ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "riscv64"),
     "virt_type": ("kvm", "qemu"),
@@ -77,7 +77,7 @@ def parse_size(field_name: str, value, default_unit: str = "") -> int:
 
 
 def check_name(value: str) -> str:
-    if not NAME_RE.match(str(value)) or ".." in str(value):
+    if not NAME_RE.fullmatch(str(value)) or ".." in str(value):
         raise UsageError(
             f"name: '{value}' is not allowed; use 1-64 letters, digits, '.', '_', '+' or '-', "
             "starting with a letter or digit (no '/', '..', spaces or XML characters)"

@@ -56,7 +56,7 @@ BAD_OPTIONS = [
     ("name", "a/b", "name", "a/b"), ("name", "a..b", "name", "a..b"), ("name", "..", "name", ".."),
     ("name", "<vm>", "name", "<vm>"), ("name", "my vm", "name", "my vm"),
     ("name", "-dash-first", "name", "-dash-first"), ("name", "x" * 65, "name", "x" * 65),
-    ("name", "vm&co", "name", "vm&co"),
+    ("name", "vm&co", "name", "vm&co"), ("name", "vm\n", "name", "vm\n"),
     ("boot", "floppy", "boot", "floppy"), ("boot", "hd,usb", "boot", "usb"),
     ("arch", "sparc", "arch", "sparc"), ("virt_type", "xen", "virt_type", "xen"),
     ("firmware", "coreboot", "firmware", "coreboot"), ("graphics", "rdp", "graphics", "rdp"),
