@@ -62,3 +62,13 @@ def test_shell_completion_offers_scenarios_and_features():
     assert complete("vscen run sec") == ["secure-vm"]
     assert "+storage-perf" in complete("vscen run desktop --feature +stor")
     assert complete("vscen run desktop --feature +aud") == ["+audio"]
+
+
+def test_status_and_destroy_check_the_name_as_run_does(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "journal.json").write_text("{}")
+    for command in (("status", "../x"), ("destroy", "../x"), ("status", "x/..")):
+        from vscen.errors import UsageError
+
+        result = run(*command, "--output", str(tmp_path / "out"))
+        assert isinstance(result.exception, UsageError) and str(result.exception).startswith("name: '"), command

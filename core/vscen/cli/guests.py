@@ -49,7 +49,9 @@ def status(
     from vscen.plan import output_dir
 
     base = output_dir(output)
-    paths = [base / name / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
+    from vscen.settings import check_name
+
+    paths = [base / check_name(name) / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
     rows = []
     for path in paths:
         if not path.exists():
