@@ -19,16 +19,12 @@ def destroy(
 ):
     """Remove exactly what vscen created for guest NAME, newest first."""
     from vscen.apply import rollback
-    from vscen.errors import UsageError, VscenError, raise_all
+    from vscen.errors import VscenError, raise_all
+    from vscen.guests import guest_journal
     from vscen.host.connect import open_connection
-    from vscen.journal import FILENAME, Journal
-    from vscen.plan import output_dir
-    from vscen.settings import check_name
 
-    path = output_dir(output) / check_name(name) / FILENAME
-    if not path.exists():
-        raise UsageError(f"destroy: vscen made no guest '{name}' here (no {path})")
-    journal = Journal.load(path)
+    journal = guest_journal(name, output, command="destroy")
+    path = journal.path
     reg = registry()
     conn = open_connection(connect or journal.uri)
     total = len(journal.entries)
@@ -45,20 +41,16 @@ def status(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """The guests vscen made: where, what it created for them, and their state."""
+    from vscen.guests import guest_journal
     from vscen.journal import FILENAME, Journal
     from vscen.plan import output_dir
 
     base = output_dir(output)
-    from vscen.settings import check_name
-
-    paths = [base / check_name(name) / FILENAME] if name else sorted(base.glob(f"*/{FILENAME}"))
+    journals = [guest_journal(name, output, command="status")] if name else \
+        [Journal.load(path) for path in sorted(base.glob(f"*/{FILENAME}"))]
     rows = []
-    for path in paths:
-        if not path.exists():
-            from vscen.errors import UsageError
-
-            raise UsageError(f"status: vscen made no guest '{name}' here (no {path})")
-        journal = Journal.load(path)
+    for journal in journals:
+        path = journal.path
         made: dict[str, int] = {}
         for entry in journal.entries:
             what = entry["owner"] if entry["owner"] != "vscen" else entry["record"]["kind"]
