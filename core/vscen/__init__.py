@@ -40,8 +40,9 @@ _LAZY = {
     "parse_size": "vscen.settings", "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
     # files
     "atomic_write": "vscen.files",
-    # host facts a fact provider is given
-    "FactProbe": "vscen.host.facts",
+    # host facts: what a fact provider is given; another host's facts from libvirt's XML
+    "FactProbe": "vscen.host.facts", "HostFacts": "vscen.host.facts",
+    "host_facts_from_xml": "vscen.host.facts", "host_document": "vscen.host.probe",
 }
 
 __all__ = [
