@@ -413,18 +413,41 @@ def check(
 @app.command()
 def snapshot(connect: ConnectOpt = None):
     """Print a <hostFacts> document of the host, for --host-facts: capabilities, domain
-    capabilities (q35 on x86), versions, free huge pages and, on a local host, the kernel's side."""
+    capabilities (q35 on x86), versions, free huge pages, on a local host the kernel's side,
+    and the facts the plugins read (their fact providers)."""
+    from vscen import pipeline
+
+    pm, reg = pipeline.load(pipeline.Request(scenarios=[]))
     connection = _open(connect)
     try:
         if connection.is_test:
-            from vscen.host.facts import REFERENCE_HOST
+            from vscen.host.facts import REFERENCE_HOST, reference
 
             err(f"note: {connection.uri} is libvirt's embedded test driver, not a host: this is "
                 "vscen's reference host")
-            typer.echo(REFERENCE_HOST.read_text(), nl=False)
-            return
-        from vscen.host.probe import snapshot_of
+            from vscen.host.providers import read_provided
 
-        typer.echo(snapshot_of(connection), nl=False)
+            facts = read_provided(reference(), reg, connection=connection, pm=pm)
+            text = _with_facts(REFERENCE_HOST.read_text(), facts.extra)
+        else:
+            from vscen.host.probe import snapshot_of
+
+            text = snapshot_of(connection, reg, pm)
     finally:
         connection.close()
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    typer.echo(text, nl=False)
+
+
+def _with_facts(document: str, facts: dict) -> str:
+    """*document* (a <hostFacts>) with the plugins' *facts* appended, its comments kept."""
+    if not any(v is not None for v in facts.values()):
+        return document
+    from lxml import etree
+
+    from vscen.host.facts import facts_element
+
+    tree = etree.fromstring(document.encode(), etree.XMLParser(remove_blank_text=True)).getroottree()
+    tree.getroot().append(facts_element(facts))
+    return etree.tostring(tree, pretty_print=True, encoding="unicode")
