@@ -176,18 +176,21 @@ def test_a_peer_snapshot_and_a_test_uri_are_read(tmp_path):
     path = tmp_path / "kvm7.xml"
     path.write_text(snapshot(caps, domcaps, uri="qemu+ssh://kvm7/system"))
     result = render_for(["easy-migration"], support=LIBVIRT_9, options={"name": "em", "peers": [str(path)]})
-    assert [p.source for p in result.ctx.peers] == [f"{path} (snapshot of qemu+ssh://kvm7/system)"]
+    assert [p.source for p in em.peers_of(result.ctx)] == [f"{path} (snapshot of qemu+ssh://kvm7/system)"]
     assert cpu_of(result.xml)[3] == "kvm64"
     # the embedded driver's reference host (EPYC, EPYC-Rome, EPYC-Milan) and amd-sev share EPYC-Milan
     result = render_for(["easy-migration"], support=LIBVIRT_9, options={"name": "em", "peers": ["test:///default"]})
-    assert [p.source for p in result.ctx.peers] == ["test:///default"]
+    assert [p.source for p in em.peers_of(result.ctx)] == ["test:///default"]
     assert cpu_of(result.xml)[3] == "EPYC-Milan"
 
 
 def test_peer_checks(registry):
+    from vscen.host.providers import read_provided
+
     def check(host="amd-sev", peers=(), hostdevs=()):
         settings, _ = build_settings([], [("default", {"name": "t", "peers": list(peers), "hostdev": list(hostdevs)})])
-        ctx = Context(settings=settings, host=host_facts(host), resolution=Resolution(), support=LIBVIRT_9)
+        facts = read_provided(host_facts(host), registry, settings=settings)  # the facts stage
+        ctx = Context(settings=settings, host=facts, resolution=Resolution(), support=LIBVIRT_9)
         return [(c.status, c.message) for c in registry.validators["live-migration"].check(ctx)]
 
     got = check(peers=[str(RECORDED_HOSTS / "domcaps-aarch64-virt.xml")])
@@ -292,12 +295,11 @@ def test_libvirt_baseline_on_the_live_host(system_conn):
         result = render_request(Request(
             scenarios=["easy-migration"], connect="qemu:///system", support=LIBVIRT_9,
             options={"name": "em", "virt_type": "qemu", "network": "none", "peers": [peer(peer_name)]}))
-        try:
-            assert em.is_live(result.ctx)
-        finally:
-            result.connection.close()
+        result.connection.close()
+        baseline = result.ctx.host.fact(em.BASELINE)  # read at the facts stage, with the peer
+        assert baseline["uri"] == "qemu:///system" and len(baseline["cpus"]) == 2
         model = cpu_of(result.xml)[3]
-        hosts = [result.ctx.host, *result.ctx.peers]
+        hosts = [result.ctx.host, *em.peers_of(result.ctx)]
         assert all(model in {m.name for m in h.cpu_models} for h in hosts), (peer_name, model)
         if any("using the domain capabilities instead" in n for n in result.ctx.notes):
             assert all(usable(h, model) for h in hosts)
