@@ -365,7 +365,10 @@ def check(
     resolution = resolve(reg, scenarios, add, remove)
     settings, uri = pipeline.request_settings(request, reg, resolution)
     # the same facts and connection as 'vscen run': recorded files check on the embedded driver
-    facts, connection = pipeline._facts(request, uri, settings)
+    before = len(pm.notes)
+    facts, connection = pipeline._facts(request, uri, settings, reg, pm)
+    for line in pm.notes[before:]:  # fact providers that failed
+        err(f"warning: {line}")
     try:
         if connection.note:
             err(f"note: {connection.note}")
