@@ -157,7 +157,9 @@ def view(facts, uri: str | None, support) -> dict:
         "cpu": {"vendor": facts.cpu_vendor or None, "model": facts.cpu_model or None,
                 "host_model": facts.host_model or None, "sockets": facts.sockets,
                 "dies": facts.dies, "cores": facts.cores, "threads": facts.threads,
-                "count": facts.cpus},
+                "count": facts.cpus,
+                # the host-model CPU's flags, with those its named model implies (cpu_map)
+                "flags": list(facts.cpu_flags)},
         "numa": cells,
         "kvm": {"offered": facts.kvm, "device": local.kvm_device if local else None,
                 "usable": local.kvm_usable if local else None,

@@ -43,7 +43,8 @@ def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: An
                 pm.notes.append(f"{_who(reg, pm, name)}: fact '{name}' could not be read: {type(exc).__name__}: "
                      f"{exc}; it is unknown to this run")
             value = None
-        extra[name] = value
+        if value is not None:  # unknown facts are absent, as in a snapshot
+            extra[name] = value
     out.asked.clear()  # what providers asked of each other is not a feature's use
     return out
 
@@ -57,7 +58,7 @@ def plain(value: Any) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        return json.loads(json.dumps(value, allow_nan=False, sort_keys=True))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"not plain JSON-able data ({exc})") from None
 
@@ -65,7 +66,7 @@ def plain(value: Any) -> Any:
 def _who(reg, pm, name: str) -> str:
     plugin = reg.plugin_of(name, "facts")
     info = pm.infos.get(plugin)
-    return f"plugin '{plugin}'" + (f" from {info.distribution} {info.version}" if info and info.distribution != "?" else "")
+    return f"plugin '{plugin}'" + (f" from {info.distribution} {info.version}" if info else "")
 
 
 def unused_notes(facts: HostFacts, reg) -> list[str]:
