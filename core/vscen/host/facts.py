@@ -445,6 +445,8 @@ def read_facts_element(el, label: str) -> dict[str, Any]:
             raise UsageError(f"{label}: fact '{name}' is recorded twice")
         if len(out) >= MAX_FACTS:
             raise UsageError(f"{label}: more than {MAX_FACTS} facts; not a snapshot vscen wrote")
+        if len(fact):
+            raise UsageError(f"{label}: fact '{name}' holds elements; a fact is JSON text")
         text = fact.text or ""
         if len(text) > MAX_FACT_CHARS:
             raise UsageError(f"{label}: fact '{name}' is {len(text)} characters of JSON, more than "
@@ -452,7 +454,7 @@ def read_facts_element(el, label: str) -> dict[str, Any]:
         if _nesting(text) > MAX_FACT_DEPTH:
             raise UsageError(f"{label}: fact '{name}' nests deeper than {MAX_FACT_DEPTH} levels")
         try:
-            out[name] = json.loads(text, parse_constant=_no_constant)
+            out[name] = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
         except ValueError as exc:
             raise UsageError(f"{label}: fact '{name}' is not valid JSON ({exc})") from None
     return out
@@ -460,6 +462,13 @@ def read_facts_element(el, label: str) -> dict[str, Any]:
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def _nesting(text: str) -> int:
