@@ -451,7 +451,7 @@ def _with_facts(document: str, facts: dict) -> str:
         return document
     from lxml import etree
 
-    from vscen.host.facts import facts_element
+    from vscen.host.factjson import facts_element
 
     tree = etree.fromstring(document.encode(), etree.XMLParser(remove_blank_text=True)).getroottree()
     tree.getroot().append(facts_element(facts))
