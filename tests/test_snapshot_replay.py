@@ -7,6 +7,7 @@ of the host and of the connection the guest would be defined on."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,14 @@ from conftest import system_or_skip
 from lxml import etree
 
 
-def vscen(*args: str) -> subprocess.CompletedProcess:
+def vscen(home, *args: str) -> subprocess.CompletedProcess:
+    """The real command line, with no user config (the snapshot is taken before the per-test
+    isolation applies, so every call names its own empty config and data dirs)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LIBVIRT_DEFAULT_URI", "VSCEN_DISABLED_PLUGINS", "VSCEN_PLUGIN_PATH")}
+    env.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"))
     return subprocess.run([sys.executable, "-m", "vscen.cli", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=env)
 
 
 def scenarios() -> list[str]:
@@ -28,13 +34,18 @@ def scenarios() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def snapshot(tmp_path_factory):
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def snapshot(home):
     conn = system_or_skip()
     conn.close()
-    proc = vscen("host", "snapshot", "--connect", "qemu:///system")
+    proc = vscen(home, "host", "snapshot", "--connect", "qemu:///system")
     assert proc.returncode == 0, proc.stderr
     assert "warning:" not in proc.stderr, proc.stderr  # every fact provider read its fact
-    path = tmp_path_factory.mktemp("snapshot") / "snap.xml"
+    path = home / "snap.xml"
     path.write_text(proc.stdout)
     return path
 
@@ -60,8 +71,8 @@ def outcome(proc: subprocess.CompletedProcess, host: str = "") -> dict:
 
 
 @pytest.mark.parametrize("scenario", scenarios())
-def test_a_snapshot_replays_the_live_run(snapshot, scenario, tmp_path):
+def test_a_snapshot_replays_the_live_run(home, snapshot, scenario, tmp_path):
     common = ("run", scenario, "--dry-run", "--json", "--network", "none", "--output", str(tmp_path))
-    live = vscen(*common, "--connect", "qemu:///system")
-    replay = vscen(*common, "--host-facts", str(snapshot))
+    live = vscen(home, *common, "--connect", "qemu:///system")
+    replay = vscen(home, *common, "--host-facts", str(snapshot))
     assert outcome(replay, f"{snapshot} (snapshot of qemu:///system)") == outcome(live)
