@@ -247,3 +247,40 @@ def test_vscen_host_json_shows_the_flags():
     data = view(facts, None, Support.installed())
     assert data["cpu"]["flags"] == list(facts.cpu_flags)
     assert {"x2apic", "invtsc"} <= set(data["cpu"]["flags"])  # domcaps' own, with or without a cpu_map
+
+
+# -- on the command line -----------------------------------------------------------------------
+
+
+FACTS_PLUGIN = '''
+from vscen import FactProvider, hookimpl
+
+
+def _boom(probe):
+    raise RuntimeError("the sensor is gone")
+
+
+@hookimpl
+def vscen_register_facts(register):
+    register(FactProvider(name="demo.uri", summary="the URI", read=lambda probe: probe.connection.uri))
+    register(FactProvider(name="demo.boom", summary="fails", read=_boom))
+'''
+
+
+def test_snapshot_on_the_command_line_records_facts_and_names_a_failing_provider(tmp_path):
+    from coresupport import cli_env, vscen
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "demo_facts.py").write_text(FACTS_PLUGIN)
+    env = cli_env(VSCEN_PLUGIN_PATH=str(tmp_path / "local"))
+    proc = vscen("host", "snapshot", "--connect", "test:///default", env=env)
+    assert proc.returncode == 0, proc.stderr
+    [warning] = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: plugin 'demo_facts' from ")
+    assert warning.endswith(": fact 'demo.boom' could not be read: RuntimeError: the sensor is gone; "
+                            "it is unknown to this run")
+    path = tmp_path / "snap.xml"
+    path.write_text(proc.stdout)
+    back = load_files([path])
+    assert back.extra == {"demo.uri": "test:///default"}
+    assert replace(back, extra={}) == replace(reference(), source=str(path))
