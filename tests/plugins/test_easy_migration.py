@@ -205,6 +205,33 @@ def test_peer_checks(registry):
     assert got == [("pass", got[0][1])] and "kvm64" in got[0][1]
 
 
+def test_a_recorded_baseline_is_used_only_for_what_it_was_read_for():
+    """libvirt's baseline is a fact: replayed from a snapshot where it was read for this guest's
+    arch, machine, domain type and hosts; otherwise the domain capabilities' choice, with a note."""
+    settings, _ = build_settings([], [("default", {"name": "t", "machine": "q35"})])
+    host = host_facts("amd-sev")
+    inputs = em.baseline_inputs(settings, host, [host])
+    assert inputs["machine"] == host.machine_aliases["q35"]  # the alias and its type agree
+    cpu = "<cpu mode='custom' match='exact'><model fallback='forbid'>EPYC-Milan</model><vendor>AMD</vendor>" \
+          "<feature policy='require' name='x2apic'/></cpu>"
+    recorded = replace(host, extra={em.BASELINE: {**inputs, "uri": "qemu+ssh://far/system", "cpu": cpu}})
+    ctx = Context(settings=settings, host=recorded, resolution=Resolution(), support=LIBVIRT_9)
+    choice = em.choose_cpu(ctx)
+    assert (choice.model, choice.vendor, choice.features) == ("EPYC-Milan", "AMD", (("require", "x2apic"),))
+    assert choice.how == "libvirt's baseline on qemu+ssh://far/system"
+    # read for the host alone (a snapshot), used with a peer: the domcaps' choice, with a note
+    settings, _ = build_settings([], [("default", {"name": "t", "machine": "q35", "peers": [peer("kvm")]})])
+    from vscen.host.providers import read_provided
+
+    _pm, reg = load(Request(scenarios=[]))
+    ctx = Context(settings=settings, host=read_provided(recorded, reg, settings=settings),
+                  resolution=Resolution(), support=LIBVIRT_9)
+    choice = em.choose_cpu(ctx)
+    assert choice.model == "kvm64"
+    assert choice.notes[0] == ("easy-migration: libvirt's baseline in the host facts was read for other "
+                               "hosts or settings: using the domain capabilities instead")
+
+
 def test_hostdev_stops_the_run():
     with pytest.raises(HostError, match="an assigned host device ties the guest to this host"):
         render(peers=["kvm"], hostdev=["0000:03:00.0"])
