@@ -41,8 +41,9 @@ _LAZY = {
     "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
     # files
     "atomic_write": "vscen.files",
-    # host facts a fact provider is given
-    "FactProbe": "vscen.host.facts",
+    # host facts: what a fact provider is given; another host's facts from libvirt's XML
+    "FactProbe": "vscen.host.facts", "HostFacts": "vscen.host.facts",
+    "host_facts_from_xml": "vscen.host.facts", "host_document": "vscen.host.probe",
     # the guests vscen made, and libvirt connections (for plugins' commands)
     "guest_journal": "vscen.guests", "open_connection": "vscen.guests",
 }

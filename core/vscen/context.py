@@ -39,19 +39,6 @@ class Context:
     connection: Any = None
     #: replace what exists and differs (--force)
     force: bool = False
-    #: the facts of settings.peers once read (see ``peers``)
-    _peers: list[HostFacts] | None = field(default=None, init=False, repr=False)
-
-    @property
-    def peers(self) -> list[HostFacts]:
-        """The other hosts the guest must be able to run on (``settings.peers``), read the
-        first time a plugin asks: recorded files as ``--host-facts`` reads them, libvirt URIs
-        probed for this guest's arch, machine and domain type."""
-        if self._peers is None:
-            from vscen.pipeline import load_peers
-
-            self._peers = load_peers(self)
-        return self._peers
 
     def has(self, name: str) -> bool:
         """Whether feature or scenario *name* is part of this guest."""

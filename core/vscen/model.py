@@ -224,6 +224,12 @@ class FactProvider:
     (``ctx.host.fact(name)``) and written into ``vscen host snapshot``, so that
     ``--host-facts`` replays it: builds read facts, never the live host. With recorded host
     facts that lack it, ``read`` runs with no connection.
+
+    Providers run in registration order, each seeing the facts read before it
+    (``probe.host.fact(...)``). One that raises, or returns what JSON cannot hold, is reported
+    as a warning naming the fact and the plugin, and its fact is ``None``; only a vscen
+    error (``vscen.UsageError``, ``vscen.LibvirtError``: what the user gave cannot be read, a
+    ``--peer`` file that does not exist) stops the run, as it does anywhere.
     """
 
     #: the fact's name, by convention ``<plugin>.<what>`` ("host-hardware.devices")
@@ -232,6 +238,9 @@ class FactProvider:
     read: Callable[[Any], Any] = field(compare=False)
     #: an example of what ``read`` returns, for the plugin guide
     example: Any = field(default=None, compare=False)
+    #: a note for the user where the fact was read (not None) but no chosen feature asked for
+    #: it: the fact comes from a setting the guest then ignores ("--peer: ... ignored")
+    unused: str = ""
 
     kind = "fact"
 

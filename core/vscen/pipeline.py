@@ -82,7 +82,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     settings, connect = request_settings(request, reg, resolution, rule_problems)
 
-    facts, connection = _facts(request, connect, settings)
+    facts, connection = _facts(request, connect, settings, reg, pm)
     arch = settings.arch or facts.arch
     bad_arch = [f"{i.kind} '{i.name}' supports {', '.join(i.arches)}, not {arch}"
                 for i in resolution.items if i.arches and arch not in i.arches]
@@ -102,8 +102,10 @@ def render(request: Request, keep_connection: bool = True) -> Result:
               [f"{c.validator}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in fails])
 
     domain = build(ctx)
-    if settings.get("peers") and ctx._peers is None:
-        ctx.note("--peer: no chosen scenario or feature looks at other hosts; ignored")
+    from vscen.host.providers import unused_notes
+
+    for note in unused_notes(facts, reg):
+        ctx.note(note)
     customised = domain.customise(request.sets)
     raise_all(RulesError, "plugins set different values on the same XML path", domain.conflicts())
     from lxml import etree
@@ -176,8 +178,10 @@ def _is_local(uri: str) -> bool:
     return not urlparse(uri).hostname
 
 
-def _facts(request: Request, connect: str | None, settings):
-    """Host facts and the connection the guest is for."""
+def _facts(request: Request, connect: str | None, settings, reg=None, pm=None):
+    """Host facts and the connection the guest is for: the core's facts (a live probe,
+    recorded files, or the reference host of the embedded driver), then the plugins' facts
+    (``vscen.host.providers``) where *reg* is given."""
     from vscen.host import facts as hf
     from vscen.host.connect import EMBEDDED_URI, open_connection
 
@@ -185,46 +189,25 @@ def _facts(request: Request, connect: str | None, settings):
         facts = hf.load_files(request.host_facts)
         # recorded facts describe another host: define on the embedded driver unless told
         connection = open_connection(connect or EMBEDDED_URI)
-        return facts, connection
-    connection = open_connection(connect)
-    if connection.is_test:
-        return hf.reference(), connection
-    from vscen.host.probe import probe
+        read_from = None  # the plugins' facts are the recorded ones, or unknown
+    else:
+        connection = open_connection(connect)
+        read_from = connection
+        if connection.is_test:
+            facts = hf.reference()
+        else:
+            from vscen.host.probe import probe
 
-    return probe(connection, settings.arch, settings.machine, settings.virt_type), connection
+            facts = probe(connection, settings.arch, settings.machine, settings.virt_type)
+    if reg is not None:
+        from vscen.host.providers import read_provided
 
-
-def load_peers(ctx) -> list:
-    """Host facts of ``ctx.settings.peers``: a libvirt URI (``qemu+ssh://kvm7/system``) is
-    opened and probed for the guest's arch, machine and domain type; anything else is recorded
-    files, several joined by ',' (``caps.xml,domcaps.xml``), read as ``--host-facts`` does."""
-    from vscen.host import facts as hf
-    from vscen.host.connect import open_connection
-    from vscen.host.probe import DEFAULT_MACHINES, probe
-
-    s = ctx.settings
-    arch = s.arch or ctx.host.arch
-    machine = s.machine or DEFAULT_MACHINES.get(arch)
-    virt_type = s.virt_type or ctx.host.domain_type
-    peers = []
-    for spec in s.peers:
-        if "://" in spec:
-            connection = open_connection(spec)
-            try:
-                if connection.is_test:
-                    peers.append(replace(hf.reference(), source=spec))
-                else:
-                    peers.append(probe(connection, arch, machine, virt_type))
-            finally:
-                connection.close()
-            continue
-        paths = [Path(p) for p in spec.split(",")]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise UsageError(f"--peer {spec}: '{missing[0]}' is neither a libvirt URI "
-                             "(qemu+ssh://HOST/system) nor a recorded host facts file")
-        peers.append(hf.load_files(paths))
-    return peers
+        try:
+            facts = read_provided(facts, reg, settings=settings, connection=read_from, pm=pm)
+        except BaseException:
+            connection.close()
+            raise
+    return facts, connection
 
 
 def customise(root, sets: list[str]) -> list[tuple[str, str]]:

@@ -3,7 +3,9 @@
 ``easy-migration``
     The hosts are the one the guest is built for and every ``--peer`` (a libvirt URI, probed
     for the guest's arch, machine and domain type, or recorded host facts: ``FILE`` or
-    ``caps.xml,domcaps.xml``; ``ctx.peers`` reads them). What pins a guest to one host is left
+    ``caps.xml,domcaps.xml``). The peers are host facts: the ``easy-migration.peers``
+    provider reads them at the facts stage and keeps their documents; ``peers_of(ctx)``
+    parses them. What pins a guest to one host is left
     out or refused: a host CPU (``cpu-passthrough``, ``cpu-migratable``), pinned vCPUs
     (``vcpu-pinning``), shared host directories (``host-filesystem``), assigned host devices
     (``host-hardware``, ``--hostdev``) and confidential memory (``launch-security``: libvirt
@@ -18,14 +20,17 @@
     rather than give it another CPU). ``check='partial'``: libvirt checks the model against
     the host before starting the guest. The model comes from:
 
-    1. libvirt's baseline, where the guest is built for a live host (a qemu connection whose
-       facts were probed from it): ``baselineHypervisorCPU`` with the host-model CPU of every
-       host (domain capabilities) and ``VIR_CONNECT_BASELINE_CPU_MIGRATABLE`` (no invariant
-       TSC or other feature a migration cannot carry). This host's QEMU answers, for the
-       guest's domain type, so for ``--virt-type qemu`` it is a CPU TCG emulates; the model
-       and the features libvirt adds to it are written as libvirt gives them. It is used only
-       when every peer's domain capabilities list that model.
-    2. Otherwise (recorded host facts, the embedded test driver, a peer with a CPU model the
+    1. libvirt's baseline, read at the facts stage from a live host (a qemu connection; the
+       ``easy-migration.baseline`` fact, which ``vscen host snapshot`` records for the host
+       alone and the default settings): ``baselineHypervisorCPU`` with the host-model CPU of
+       every host (domain capabilities) and ``VIR_CONNECT_BASELINE_CPU_MIGRATABLE`` (no
+       invariant TSC or other feature a migration cannot carry). This host's QEMU answers,
+       for the guest's domain type, so for ``--virt-type qemu`` it is a CPU TCG emulates; the
+       model and the features libvirt adds to it are written as libvirt gives them. It is
+       used only when it was read for this guest's arch, machine, domain type and hosts, and
+       every peer's domain capabilities list that model.
+    2. Otherwise (recorded host facts without a matching baseline, the embedded test driver,
+       a peer with a CPU model the
        local libvirt does not know, such as libvirt 9.0 and an EPYC-Genoa host), vscen's own
        choice from the domain capabilities alone, so the result depends only on the facts and
        golden files stay byte for byte: the named models every host marks ``usable='yes'``
@@ -51,8 +56,9 @@ still migrate with ``virsh migrate --copy-storage-all``, which copies it: a warn
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
-from vscen import Check, Conflict, Feature, Scenario, Setting, Validator, hookimpl
+from vscen import Check, Conflict, FactProvider, Feature, Scenario, Setting, Validator, hookimpl
 
 #: x86 models by vendor, newest first, each with the x86-64 psABI level it reaches (1: the
 #: x86-64 baseline; 2: + SSE4.2, POPCNT...; 3: + AVX2, BMI, FMA...; 4: + AVX-512)
@@ -111,8 +117,100 @@ class NoCommonCpu(Exception):
     """No CPU model every host runs: the message says why."""
 
 
+#: the facts this plugin reads at the facts stage
+PEERS = "easy-migration.peers"
+BASELINE = "easy-migration.baseline"
+
+
 def hosts_of(ctx) -> list:
-    return [ctx.host, *ctx.peers]
+    return [ctx.host, *peers_of(ctx)]
+
+
+def peers_of(ctx) -> list:
+    """The other hosts the guest must be able to run on (``--peer``), as host facts."""
+    return peers_in(ctx.host)
+
+
+def peers_in(host) -> list:
+    return [_peer(p["source"], tuple(p["documents"])) for p in host.fact(PEERS, [])]
+
+
+@lru_cache(maxsize=32)
+def _peer(source: str, documents: tuple[str, ...]):
+    from vscen import host_facts_from_xml
+
+    return host_facts_from_xml(list(documents), source)
+
+
+# -- the facts: the peers' documents, libvirt's baseline --------------------------------------
+
+
+def read_peers(probe):
+    """Each ``--peer`` as {"source", "documents"}: a libvirt URI opened and probed for the
+    guest's arch, machine and domain type (one ``<hostFacts>`` document), or recorded files
+    (``caps.xml,domcaps.xml``) as they are. None where no peer is given."""
+    from pathlib import Path
+
+    from vscen import UsageError, host_document
+
+    s = probe.settings
+    specs = list(getattr(s, "peers", None) or ())
+    if not specs:
+        return None
+    host = probe.host
+    arch = getattr(s, "arch", None) or host.arch
+    virt_type = getattr(s, "virt_type", None) or host.domain_type
+    peers = []
+    for spec in specs:
+        if "://" in spec:
+            peers.append({"source": spec, "documents": [
+                host_document(spec, arch, getattr(s, "machine", None), virt_type)]})
+            continue
+        paths = [Path(p) for p in spec.split(",")]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise UsageError(f"--peer {spec}: '{missing[0]}' is neither a libvirt URI "
+                             "(qemu+ssh://HOST/system) nor a recorded host facts file")
+        try:
+            documents = [p.read_text() for p in paths]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--peer {spec}: cannot read it ({exc})") from None
+        peers.append({"source": ", ".join(str(p) for p in paths), "documents": documents})
+    return peers
+
+
+def baseline_inputs(settings, host, hosts) -> dict:
+    """What libvirt's baseline is computed from: the guest's arch, machine (canonical), domain
+    type and every host's host-model CPU; a recorded baseline is used only for the same."""
+    arch = getattr(settings, "arch", None) or host.arch
+    machine = getattr(settings, "machine", None) or host.machine
+    return {"arch": arch, "machine": host.machine_aliases.get(machine, machine),
+            "virt_type": getattr(settings, "virt_type", None) or host.domain_type,
+            "cpus": [host_model_cpu(h) for h in hosts]}
+
+
+def read_baseline(probe):
+    """libvirt's migratable baseline of this host's and the peers' host-model CPUs, computed
+    by this host's hypervisor: {inputs..., "uri", "cpu": XML} or {inputs..., "uri", "error"};
+    None where the host is not live (recorded, the embedded test driver)."""
+    connection = probe.connection
+    if probe.conn is None or connection.is_test:
+        return None
+    import libvirt
+
+    host = probe.host
+    hosts = [host, *peers_in(host)]
+    inputs = {**baseline_inputs(probe.settings, host, hosts), "uri": connection.uri}
+    missing = [_name(h) for h in hosts if not h.host_model]
+    if missing:
+        return {**inputs, "error": f"no host-model CPU known for {', '.join(missing)}"}
+    try:
+        xml = probe.conn.baselineHypervisorCPU(
+            host.emulator or None, inputs["arch"], inputs["machine"] or None, inputs["virt_type"],
+            inputs["cpus"], libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
+    except libvirt.libvirtError as exc:
+        return {**inputs, "error": f"libvirt's baseline failed: {exc.get_error_message()}"}
+    return {**inputs, "cpu": xml}
 
 
 def _vendor(host) -> str:
@@ -148,33 +246,23 @@ def parse_cpu(xml: str) -> tuple[str, str, tuple[tuple[str, str], ...]]:
             tuple((f.get("policy", "require"), f.get("name", "")) for f in cpu.iterfind("feature")))
 
 
-def is_live(ctx) -> bool:
-    """Whether the facts were probed from the live qemu connection the guest is for."""
-    c = ctx.connection
-    return c is not None and not c.is_test and getattr(c, "conn", None) is not None and ctx.host.source == c.uri
-
-
-def libvirt_baseline(ctx, hosts) -> CpuChoice | str:
-    """libvirt's migratable baseline of the hosts' host-model CPUs, computed by this host's
-    hypervisor; a reason string where it cannot be used."""
-    import libvirt
-
-    missing = [_name(h) for h in hosts if not h.host_model]
-    if missing:
-        return f"no host-model CPU known for {', '.join(missing)}"
-    s, host = ctx.settings, ctx.host
-    try:
-        xml = ctx.connection.conn.baselineHypervisorCPU(
-            host.emulator or None, s.arch or host.arch, s.machine or host.machine or None,
-            s.virt_type or host.domain_type, [host_model_cpu(h) for h in hosts],
-            libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE)
-    except libvirt.libvirtError as exc:
-        return f"libvirt's baseline failed: {exc.get_error_message()}"
-    model, vendor, features = parse_cpu(xml)
+def libvirt_baseline(ctx, hosts) -> CpuChoice | str | None:
+    """libvirt's migratable baseline of the hosts' host-model CPUs as read at the facts stage
+    (``easy-migration.baseline``); a reason string where it cannot be used; None where it was
+    not read (recorded hosts, the embedded driver)."""
+    got = ctx.host.fact(BASELINE)
+    if got is None:
+        return None
+    if {k: got.get(k) for k in ("arch", "machine", "virt_type", "cpus")} != \
+            baseline_inputs(ctx.settings, ctx.host, hosts):
+        return "libvirt's baseline in the host facts was read for other hosts or settings"
+    if "cpu" not in got:
+        return got.get("error") or "libvirt gave no baseline"
+    model, vendor, features = parse_cpu(got["cpu"])
     for peer in hosts[1:]:
         if peer.cpu_models and model not in {m.name for m in peer.cpu_models}:
             return f"libvirt's baseline {model} is not offered by {_name(peer)}"
-    return CpuChoice(model, vendor, features, how=f"libvirt's baseline on {ctx.connection.uri}")
+    return CpuChoice(model, vendor, features, how=f"libvirt's baseline on {got.get('uri', '?')}")
 
 
 # -- 2. from the domain capabilities --------------------------------------------------------
@@ -220,12 +308,10 @@ def domcaps_choice(hosts) -> CpuChoice:
 def choose_cpu(ctx) -> CpuChoice:
     """The CPU for the guest (see the module docstring); raises NoCommonCpu."""
     hosts = hosts_of(ctx)
-    reason = ""
-    if is_live(ctx):
-        got = libvirt_baseline(ctx, hosts)
-        if isinstance(got, CpuChoice):
-            return got
-        reason = got
+    got = libvirt_baseline(ctx, hosts)
+    if isinstance(got, CpuChoice):
+        return got
+    reason = got or ""
     choice = domcaps_choice(hosts)
     if reason:
         from dataclasses import replace
@@ -259,7 +345,7 @@ def apply_cpu_baseline(domain, ctx) -> None:
 
 
 def check_live_migration(ctx):
-    host, peers = ctx.host, ctx.peers
+    host, peers = ctx.host, peers_of(ctx)
     checks = []
     arch = ctx.settings.arch or host.arch
     domain_type = ctx.settings.virt_type or host.domain_type
@@ -427,10 +513,35 @@ def vscen_register_scenarios(register):
     register(EASY_MIGRATION)
 
 
+FACTS = (
+    FactProvider(
+        name=PEERS, read=read_peers,
+        summary="the --peer hosts' libvirt capabilities and domain capabilities, as documents",
+        example=[{"source": "qemu+ssh://kvm7/system",
+                  "documents": ["<hostFacts libvirtVersion='10.0.0'><capabilities>...</capabilities>"
+                                "<domainCapabilities>...</domainCapabilities></hostFacts>"]}],
+        unused="--peer: no chosen scenario or feature looks at other hosts; ignored"),
+    FactProvider(
+        name=BASELINE, read=read_baseline,
+        summary="libvirt's migratable baseline CPU of this host and the --peer hosts, and what "
+                "it was computed for",
+        example={"arch": "x86_64", "machine": "pc-q35-7.2", "virt_type": "kvm",
+                 "cpus": ["<cpu mode='custom' match='exact'>...</cpu>"], "uri": "qemu:///system",
+                 "cpu": "<cpu mode='custom' match='exact'><model fallback='forbid'>EPYC-Milan"
+                        "</model>...</cpu>"}),
+)
+
+
 @hookimpl
 def vscen_register_validators(register):
     for v in VALIDATORS:
         register(v)
+
+
+@hookimpl
+def vscen_register_facts(register):
+    for f in FACTS:
+        register(f)
 
 
 @hookimpl

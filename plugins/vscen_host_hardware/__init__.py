@@ -3,8 +3,9 @@
 ``host-hardware``
     One ``<hostdev mode='subsystem'>`` per ``settings.hostdev`` (``--hostdev``): a PCI
     address (``0000:03:00.0``), ``pci:VENDOR:PRODUCT`` or ``usb:VENDOR:PRODUCT``. Devices are
-    looked up in the node devices of the libvirt connection the guest is defined on (so a
-    remote host is read through libvirt too): PCI by address or by vendor:product, USB by
+    looked up in the node devices of the libvirt connection the host facts are read from (so
+    a remote host is read through libvirt too; the ``host-hardware.devices`` fact, which
+    ``vscen host snapshot`` records and ``--host-facts`` replays): PCI by address or by vendor:product, USB by
     vendor:product. A PCI device is written by its address with ``managed='yes'``, so libvirt
     detaches it from its host driver when the guest starts and gives it back when it stops;
     a USB device by vendor and product, so the guest finds it again after a replug (its
@@ -23,8 +24,8 @@
 ``hostdev-feature`` (domain check)
     ``--hostdev`` without the feature would be silently ignored: that fails, naming the fix.
 
-Where the connection lists no PCI or USB device at all (libvirt's embedded ``test:///default``,
-where a guest for recorded host facts is defined, or a driver without node devices), there is
+Where the host facts list no PCI or USB device at all (libvirt's embedded ``test:///default``,
+a driver without node devices, or recorded files without the device list), there is
 nothing to look devices up in: a PCI address and a USB vendor:product are written as given,
 the host check warning that neither their existence nor the IOMMU groups were checked (the
 IOMMU itself still is, from the host facts); ``pci:VENDOR:PRODUCT`` is refused, as only the
@@ -41,7 +42,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from vscen import Check, Conflict, Feature, Setting, Validator, hookimpl
+from vscen import Check, Conflict, FactProvider, Feature, Setting, Validator, hookimpl
 
 #: drivers that hold a PCI device away from the host, so VFIO accepts it in a group
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
@@ -49,6 +50,8 @@ STUB_DRIVERS = ("vfio-pci", "pci-stub")
 BRIDGE_CLASSES = (0x0604, 0x0607, 0x0609)
 ADDRESS_RE = re.compile(r"(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])")
 FEATURE = "host-hardware"
+#: the host's PCI and USB devices, a fact read at the facts stage
+DEVICES = "host-hardware.devices"
 
 
 class PciDevice(NamedTuple):
@@ -161,22 +164,38 @@ def parse_device(xml: str) -> PciDevice | UsbDevice | None:
     return None
 
 
-def host_devices(ctx) -> HostDevices:
-    """The PCI and USB devices of the host the guest is defined on (ctx.connection)."""
-    connection = ctx.connection
-    conn = getattr(connection, "conn", None)
-    uri = getattr(connection, "uri", "") or ctx.uri or "the connection"
+def read_devices(probe) -> dict | None:
+    """The PCI and USB devices of the connection's host (libvirt node devices, so a remote host
+    is read through libvirt too): {"uri", "pci": [...], "usb": [...]}, or {"uri", "error"};
+    None where there is no connection (recorded host facts)."""
+    conn = probe.conn
     if conn is None:
-        return HostDevices(why="there is no libvirt connection to read the host's devices from", uri=uri)
+        return None
     import libvirt
 
+    uri = probe.connection.uri
     flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV | libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_USB_DEV
     try:
         found = [parse_device(dev.XMLDesc(0)) for dev in conn.listAllDevices(flags)]
     except libvirt.libvirtError as exc:
-        return HostDevices(why=f"{uri} does not list its devices ({exc.get_error_message()})", uri=uri)
-    pci = tuple(sorted((d for d in found if isinstance(d, PciDevice)), key=lambda d: d.address))
-    usb = tuple(sorted((d for d in found if isinstance(d, UsbDevice)), key=lambda d: (d.bus, d.device)))
+        return {"uri": uri, "error": f"{uri} does not list its devices ({exc.get_error_message()})"}
+    pci = sorted((d for d in found if isinstance(d, PciDevice)), key=lambda d: d.address)
+    usb = sorted((d for d in found if isinstance(d, UsbDevice)), key=lambda d: (d.bus, d.device))
+    return {"uri": uri, "pci": [d._asdict() for d in pci], "usb": [d._asdict() for d in usb]}
+
+
+def host_devices(ctx) -> HostDevices:
+    """The PCI and USB devices of the host the guest is for, from the host facts."""
+    got = ctx.host.fact(DEVICES)
+    if got is None:
+        return HostDevices(why="the host facts list no PCI or USB devices (recorded host facts "
+                               "without them, such as libvirt's own capabilities files)",
+                           uri=ctx.uri or "the host")
+    uri = got.get("uri", "?")
+    if "error" in got:
+        return HostDevices(why=got["error"], uri=uri)
+    pci = tuple(PciDevice(**{**d, "members": tuple(d.get("members", ()))}) for d in got.get("pci", ()))
+    usb = tuple(UsbDevice(**d) for d in got.get("usb", ()))
     if not pci and not usb:
         return HostDevices(why=f"{uri} lists no PCI or USB devices (libvirt's embedded test driver, "
                                "where a guest for recorded host facts is defined, has none)", uri=uri)
@@ -437,10 +456,28 @@ def vscen_register_features(register):
         register(feature)
 
 
+FACTS = (
+    FactProvider(
+        name=DEVICES, read=read_devices,
+        summary="the host's PCI and USB devices (libvirt node devices): address, ids, driver, "
+                "IOMMU group",
+        example={"uri": "qemu:///system", "usb": [], "pci": [
+            {"name": "pci_0000_03_00_0", "address": "0000:03:00.0", "vendor": "144d",
+             "product": "a808", "pci_class": 67586, "driver": "nvme", "group": 14,
+             "members": ["0000:03:00.0"], "bridge_cap": False}]}),
+)
+
+
 @hookimpl
 def vscen_register_validators(register):
     for validator in VALIDATORS:
         register(validator)
+
+
+@hookimpl
+def vscen_register_facts(register):
+    for fact in FACTS:
+        register(fact)
 
 
 HOSTDEV_RE = re.compile(

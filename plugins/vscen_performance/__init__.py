@@ -32,7 +32,8 @@ report two features setting one path) and a note says what was kept and how to c
     ``<graphics type='egl-headless'/>`` display next to spice or vnc, so remote clients still
     see it), where the host offers egl-headless and lists a DRM render node (libvirt's node
     devices, so remote and recorded hosts are read as libvirt sees them) and, on this machine,
-    QEMU's ``hw-display-virtio-gpu-gl`` module is installed (distributions ship it apart, and
+    QEMU's ``hw-display-virtio-gpu-gl`` module is installed (both are host facts, read at the
+    facts stage and recorded by ``vscen host snapshot``) (distributions ship it apart, and
     libvirt's capabilities list egl-headless without it; the guest would not start). Elsewhere the plain
     virtio GPU, with a note: virtio-gpu has no VRAM to enlarge (its framebuffers live in guest
     RAM), so there is nothing more to tune in 2D. Not in a confidential guest: the host cannot
@@ -59,7 +60,7 @@ report two features setting one path) and a note says what was kept and how to c
 
 from __future__ import annotations
 
-from vscen import Conflict, Feature, hookimpl
+from vscen import Conflict, FactProvider, Feature, hookimpl
 
 #: the kernel's limit of queues on one tap device, as network-multiqueue uses it
 MAX_NET_QUEUES = 256
@@ -172,11 +173,17 @@ def finish_network(domain, ctx) -> None:
 # -- video-perf ---------------------------------------------------------------------------
 
 
-def render_nodes(ctx) -> list[str]:
-    """The DRM render nodes the connection's host lists (node devices); [] where unknown."""
-    conn = getattr(ctx.connection, "conn", None)
+#: the facts video-perf reads, read at the facts stage (and recorded by vscen host snapshot)
+RENDER_NODES = "performance.render-nodes"
+DISPLAY_MODULES = "performance.qemu-display-modules"
+
+
+def read_render_nodes(probe) -> list[str] | None:
+    """The DRM render nodes the connection's host lists (libvirt node devices, so a remote
+    host is read as libvirt sees it); None where there is no connection (recorded hosts)."""
+    conn = probe.conn
     if conn is None:
-        return []
+        return None
     import libvirt
     from lxml import etree
 
@@ -188,18 +195,34 @@ def render_nodes(ctx) -> list[str]:
     return sorted(x.findtext("name") for x in xmls if x.findtext("capability[@type='drm']/type") == "render")
 
 
-def missing_virgl(ctx) -> str | None:
-    """On this machine (a local, real connection): the module directory of a QEMU built with
-    modules that lacks the virtio-gpu-gl device, which libvirt's capabilities do not tell."""
-    connection = ctx.connection
-    if connection is None or connection.is_test or not connection.is_local:
+def read_display_modules(probe) -> list[dict] | None:
+    """On this machine: QEMU's module directories that hold display modules, with them
+    ({"dir", "modules"}, in QEMU_MODULE_DIRS' order); None elsewhere (only this machine's
+    files can tell, and libvirt's capabilities do not)."""
+    if not probe.local:
         return None
     import os
 
+    found = []
     for moddir in QEMU_MODULE_DIRS:
-        if os.path.isdir(moddir) and any(f.startswith("hw-display-") for f in os.listdir(moddir)):
-            if not os.path.exists(os.path.join(moddir, VIRGL_MODULE)):
-                return moddir
+        if os.path.isdir(moddir):
+            modules = sorted(f for f in os.listdir(moddir) if f.startswith("hw-display-"))
+            if modules:
+                found.append({"dir": moddir, "modules": modules})
+    return found
+
+
+def render_nodes(ctx) -> list[str]:
+    """The host's DRM render nodes (a fact); [] where unknown."""
+    return ctx.host.fact(RENDER_NODES, [])
+
+
+def missing_virgl(ctx) -> str | None:
+    """The module directory of a QEMU built with modules that lacks the virtio-gpu-gl device
+    (a fact of a local host), which libvirt's capabilities do not tell; None where unknown."""
+    for entry in ctx.host.fact(DISPLAY_MODULES, []):
+        if VIRGL_MODULE not in entry["modules"]:
+            return entry["dir"]
     return None
 
 
@@ -330,7 +353,25 @@ FEATURES = (
 )
 
 
+FACTS = (
+    FactProvider(name=RENDER_NODES, read=read_render_nodes,
+                 summary="the host's DRM render nodes (libvirt node devices), for video-perf's virgl",
+                 example=["drm_renderD128"]),
+    FactProvider(name=DISPLAY_MODULES, read=read_display_modules,
+                 summary="on a local host: QEMU's display modules by directory (is virtio-gpu-gl "
+                         "installed?)",
+                 example=[{"dir": "/usr/lib/x86_64-linux-gnu/qemu",
+                           "modules": ["hw-display-virtio-gpu-gl.so", "hw-display-virtio-gpu.so"]}]),
+)
+
+
 @hookimpl
 def vscen_register_features(register):
     for feature in FEATURES:
         register(feature)
+
+
+@hookimpl
+def vscen_register_facts(register):
+    for fact in FACTS:
+        register(fact)

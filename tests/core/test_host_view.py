@@ -257,8 +257,10 @@ def test_host_json_on_a_recorded_sev_host():
     data = json.loads(proc.stdout)
     assert data["connection"] is None and data["local"] is False
     assert (data["arch"], data["domain_type"], data["machine"]) == ("x86_64", "kvm", "pc-q35-10.0")
+    flags = data["cpu"].pop("flags")  # with the named model's where libvirt's cpu_map knows it
     assert data["cpu"] == {"vendor": "AMD", "model": "Opteron_G3-v1", "host_model": "EPYC-Genoa",
-                                "sockets": 1, "dies": 1, "cores": 16, "threads": 2, "count": 32}
+                           "sockets": 1, "dies": 1, "cores": 16, "threads": 2, "count": 32}
+    assert flags == sorted(flags) and {"arch-capabilities", "flushbyasid", "gds-no"} <= set(flags)
     assert data["numa"][0]["hugepages"] == [{"size_kib": 2048, "total": 0, "free": None},
                                             {"size_kib": 1048576, "total": 0, "free": None}]
     cc = data["confidential"]
@@ -385,7 +387,25 @@ def test_snapshot_of_the_embedded_driver_is_the_reference_host(tmp_path):
     assert proc.returncode == 0 and "reference host" in proc.stderr
     path = tmp_path / "ref.xml"
     path.write_text(proc.stdout)
-    assert load_files([path]) == replace(reference(), source=str(path))
+    back = load_files([path])
+    assert replace(back, extra={}) == replace(reference(), source=str(path))
+    # and the built-in plugins' facts, as a run on the embedded driver reads them
+    assert back.extra == provided(reference(), "test:///default").extra
+    assert back.fact("host-hardware.devices") == {"uri": "test:///default", "pci": [], "usb": []}
+
+
+def provided(facts, uri: str):
+    """*facts* with the built-in plugins' facts read on *uri*, as the facts stage does."""
+    from vscen.host.connect import open_connection
+    from vscen.host.providers import read_provided
+    from vscen.pipeline import Request, load
+
+    _pm, reg = load(Request(scenarios=[]))
+    conn = open_connection(uri)
+    try:
+        return read_provided(facts, reg, connection=conn)
+    finally:
+        conn.close()
 
 
 def test_snapshot_of_qemu_system_round_trips(tmp_path):
@@ -405,7 +425,8 @@ def test_snapshot_of_qemu_system_round_trips(tmp_path):
         conn.close()
     back = load_files([path])
     assert back.local is not None and back.libvirt_version == live.libvirt_version
-    assert back == replace(live, source=back.source)
+    assert back == replace(provided(live, "qemu:///system"), source=back.source)
+    assert {"host-hardware.devices", "performance.qemu-display-modules", "easy-migration.baseline"} <= set(back.extra)
     # and the command line shows the same host from the file as from the daemon
     recorded = json.loads(vscen("host", "--json", "--host-facts", str(path), env=builtins_env()).stdout)
     shown = json.loads(vscen("host", "--json", "--connect", "qemu:///system", env=builtins_env()).stdout)

@@ -176,19 +176,22 @@ def test_a_peer_snapshot_and_a_test_uri_are_read(tmp_path):
     path = tmp_path / "kvm7.xml"
     path.write_text(snapshot(caps, domcaps, uri="qemu+ssh://kvm7/system"))
     result = render_for(["easy-migration"], support=LIBVIRT_9, options={"name": "em", "peers": [str(path)]})
-    assert [p.source for p in result.ctx.peers] == [f"{path} (snapshot of qemu+ssh://kvm7/system)"]
+    assert [p.source for p in em.peers_of(result.ctx)] == [f"{path} (snapshot of qemu+ssh://kvm7/system)"]
     assert cpu_of(result.xml)[3] == "kvm64"
     # the embedded driver's reference host (EPYC, EPYC-Rome, EPYC-Milan) and amd-sev share EPYC-Milan
     result = render_for(["easy-migration"], support=LIBVIRT_9, options={"name": "em", "peers": ["test:///default"]})
-    assert [p.source for p in result.ctx.peers] == ["test:///default"]
+    assert [p.source for p in em.peers_of(result.ctx)] == ["test:///default"]
     assert cpu_of(result.xml)[3] == "EPYC-Milan"
 
 
 def test_peer_checks(registry):
+    from vscen.host.providers import read_provided
+
     def check(host="amd-sev", peers=(), hostdevs=()):
         settings, _ = build_settings([], [("default", {"name": "t", "peers": list(peers), "hostdev": list(hostdevs)})],
                                      declared=registry.settings)
-        ctx = Context(settings=settings, host=host_facts(host), resolution=Resolution(), support=LIBVIRT_9)
+        facts = read_provided(host_facts(host), registry, settings=settings)  # the facts stage
+        ctx = Context(settings=settings, host=facts, resolution=Resolution(), support=LIBVIRT_9)
         return [(c.status, c.message) for c in registry.validators["live-migration"].check(ctx)]
 
     got = check(peers=[str(RECORDED_HOSTS / "domcaps-aarch64-virt.xml")])
@@ -201,6 +204,34 @@ def test_peer_checks(registry):
     assert ("fail" in {s for s, _ in got}) and any("--hostdev 0000:03:00.0" in m for _, m in got)
     got = check(peers=[peer("kvm")])
     assert got == [("pass", got[0][1])] and "kvm64" in got[0][1]
+
+
+def test_a_recorded_baseline_is_used_only_for_what_it_was_read_for():
+    """libvirt's baseline is a fact: replayed from a snapshot where it was read for this guest's
+    arch, machine, domain type and hosts; otherwise the domain capabilities' choice, with a note."""
+    settings, _ = build_settings([], [("default", {"name": "t", "machine": "q35"})])
+    host = host_facts("amd-sev")
+    inputs = em.baseline_inputs(settings, host, [host])
+    assert inputs["machine"] == host.machine_aliases["q35"]  # the alias and its type agree
+    cpu = "<cpu mode='custom' match='exact'><model fallback='forbid'>EPYC-Milan</model><vendor>AMD</vendor>" \
+          "<feature policy='require' name='x2apic'/></cpu>"
+    recorded = replace(host, extra={em.BASELINE: {**inputs, "uri": "qemu+ssh://far/system", "cpu": cpu}})
+    ctx = Context(settings=settings, host=recorded, resolution=Resolution(), support=LIBVIRT_9)
+    choice = em.choose_cpu(ctx)
+    assert (choice.model, choice.vendor, choice.features) == ("EPYC-Milan", "AMD", (("require", "x2apic"),))
+    assert choice.how == "libvirt's baseline on qemu+ssh://far/system"
+    # read for the host alone (a snapshot), used with a peer: the domcaps' choice, with a note
+    from vscen.host.providers import read_provided
+
+    _pm, reg = load(Request(scenarios=[]))
+    settings, _ = build_settings([], [("default", {"name": "t", "machine": "q35", "peers": [peer("kvm")]})],
+                                 declared=reg.settings)
+    ctx = Context(settings=settings, host=read_provided(recorded, reg, settings=settings),
+                  resolution=Resolution(), support=LIBVIRT_9)
+    choice = em.choose_cpu(ctx)
+    assert choice.model == "kvm64"
+    assert choice.notes[0] == ("easy-migration: libvirt's baseline in the host facts was read for other "
+                               "hosts or settings: using the domain capabilities instead")
 
 
 def test_hostdev_stops_the_run():
@@ -293,12 +324,11 @@ def test_libvirt_baseline_on_the_live_host(system_conn):
         result = render_request(Request(
             scenarios=["easy-migration"], connect="qemu:///system", support=LIBVIRT_9,
             options={"name": "em", "virt_type": "qemu", "network": "none", "peers": [peer(peer_name)]}))
-        try:
-            assert em.is_live(result.ctx)
-        finally:
-            result.connection.close()
+        result.connection.close()
+        baseline = result.ctx.host.fact(em.BASELINE)  # read at the facts stage, with the peer
+        assert baseline["uri"] == "qemu:///system" and len(baseline["cpus"]) == 2
         model = cpu_of(result.xml)[3]
-        hosts = [result.ctx.host, *result.ctx.peers]
+        hosts = [result.ctx.host, *em.peers_of(result.ctx)]
         assert all(model in {m.name for m in h.cpu_models} for h in hosts), (peer_name, model)
         if any("using the domain capabilities instead" in n for n in result.ctx.notes):
             assert all(usable(h, model) for h in hosts)

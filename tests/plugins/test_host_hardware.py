@@ -170,7 +170,7 @@ def test_recorded_host_renders_addresses_as_given_and_refuses_vendor_product():
     assert root.find("devices/hostdev/source/address").attrib == {
         "domain": "0x0000", "bus": "0x41", "slot": "0x00", "function": "0x0"}
     [warn] = [c for c in result.checks if c.validator == "host-hardware" and c.status == "warn"]
-    assert warn.message.startswith("test:///default lists no PCI or USB devices")
+    assert warn.message.startswith("the host facts list no PCI or USB devices (recorded host facts without them")
     assert warn.message.endswith("0000:41:00.0, usb:046d:c52b written as given, not checked to exist, "
                                  "IOMMU groups not checked")
     define_on_test_driver(result.xml)
@@ -219,10 +219,15 @@ def test_with_a_scenario_and_a_balloon():
 def test_real_device_listing_on_qemu_system(system_conn):
     import vscen_host_hardware as hh
 
+    from vscen import FactProbe
     from vscen.host.connect import Connection
+    from vscen.host.facts import HostFacts
+
+    fact = hh.read_devices(FactProbe(host=HostFacts(source="qemu:///system"),
+                                     connection=Connection("qemu:///system", system_conn, embedded=False)))
 
     class Ctx:
-        connection = Connection("qemu:///system", system_conn, embedded=False)
+        host = HostFacts(source="qemu:///system", extra={hh.DEVICES: fact})
         uri = "qemu:///system"
 
     devices = hh.host_devices(Ctx())

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DATA, render_for
+from conftest import DATA, host_facts, render_for
 from lxml import etree
 
 from vscen.errors import RulesError
@@ -184,25 +184,34 @@ def test_video_perf_alone_brings_its_virtio_gpu_and_refuses_headless():
 
 
 def test_missing_virgl_module_is_found_on_a_local_host(tmp_path, monkeypatch):
+    """A fact of this machine (read at the facts stage), which the build then reads."""
+    from dataclasses import replace
+
     import vscen_performance as perf
 
-    class Local:
-        is_test, is_local = False, True
+    from vscen import FactProbe
 
-    class Ctx:
-        connection = Local()
+    facts = host_facts("kvm")
+
+    def missing(local: bool):
+        value = perf.read_display_modules(FactProbe(host=facts, local=local))
+
+        class Ctx:
+            host = replace(facts, extra={perf.DISPLAY_MODULES: value})
+
+        return perf.missing_virgl(Ctx())
 
     moddir = tmp_path / "qemu"
     moddir.mkdir()
     (moddir / "hw-display-virtio-gpu.so").touch()
-    monkeypatch.setattr(perf, "QEMU_MODULE_DIRS", (str(moddir),))
-    assert perf.missing_virgl(Ctx()) == str(moddir)
+    monkeypatch.setattr(perf, "QEMU_MODULE_DIRS", (str(tmp_path / "none"), str(moddir)))
+    assert missing(local=True) == str(moddir)
     (moddir / perf.VIRGL_MODULE).touch()
-    assert perf.missing_virgl(Ctx()) is None
-    # only this machine's files can tell: not for a remote or test connection
-    Local.is_local = False
+    assert missing(local=True) is None
+    # only this machine's files can tell: not for a remote, recorded or test host
     (moddir / perf.VIRGL_MODULE).unlink()
-    assert perf.missing_virgl(Ctx()) is None
+    assert perf.read_display_modules(FactProbe(host=facts, local=False)) is None
+    assert missing(local=False) is None
 
 
 # -- cpu-perf, clock-perf --------------------------------------------------------------------

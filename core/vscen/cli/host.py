@@ -149,7 +149,9 @@ def view(facts, uri: str | None, support) -> dict:
         "cpu": {"vendor": facts.cpu_vendor or None, "model": facts.cpu_model or None,
                 "host_model": facts.host_model or None, "sockets": facts.sockets,
                 "dies": facts.dies, "cores": facts.cores, "threads": facts.threads,
-                "count": facts.cpus},
+                "count": facts.cpus,
+                # the host-model CPU's flags, with those its named model implies (cpu_map)
+                "flags": list(facts.cpu_flags)},
         "numa": cells,
         "kvm": {"offered": facts.kvm, "device": local.kvm_device if local else None,
                 "usable": local.kvm_usable if local else None,
@@ -349,7 +351,10 @@ def check(
     resolution = resolve(reg, scenarios, add, remove)
     settings, uri = pipeline.request_settings(request, reg, resolution)
     # the same facts and connection as 'vscen run': recorded files check on the embedded driver
-    facts, connection = pipeline._facts(request, uri, settings)
+    before = len(pm.notes)
+    facts, connection = pipeline._facts(request, uri, settings, reg, pm)
+    for line in pm.notes[before:]:  # fact providers that failed
+        err(f"warning: {line}")
     try:
         if connection.note:
             err(f"note: {connection.note}")
@@ -397,18 +402,41 @@ def check(
 @app.command()
 def snapshot(connect: ConnectOpt = None):
     """Print a <hostFacts> document of the host, for --host-facts: capabilities, domain
-    capabilities (q35 on x86), versions, free huge pages and, on a local host, the kernel's side."""
+    capabilities (q35 on x86), versions, free huge pages, on a local host the kernel's side,
+    and the facts the plugins read (their fact providers)."""
+    from vscen import pipeline
+
+    pm, reg = pipeline.load(pipeline.Request(scenarios=[]))
     connection = _open(connect)
     try:
         if connection.is_test:
-            from vscen.host.facts import REFERENCE_HOST
+            from vscen.host.facts import REFERENCE_HOST, reference
 
             err(f"note: {connection.uri} is libvirt's embedded test driver, not a host: this is "
                 "vscen's reference host")
-            typer.echo(REFERENCE_HOST.read_text(), nl=False)
-            return
-        from vscen.host.probe import snapshot_of
+            from vscen.host.providers import read_provided
 
-        typer.echo(snapshot_of(connection), nl=False)
+            facts = read_provided(reference(), reg, connection=connection, pm=pm)
+            text = _with_facts(REFERENCE_HOST.read_text(), facts.extra)
+        else:
+            from vscen.host.probe import snapshot_of
+
+            text = snapshot_of(connection, reg, pm)
     finally:
         connection.close()
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    typer.echo(text, nl=False)
+
+
+def _with_facts(document: str, facts: dict) -> str:
+    """*document* (a <hostFacts>) with the plugins' *facts* appended, its comments kept."""
+    if not any(v is not None for v in facts.values()):
+        return document
+    from lxml import etree
+
+    from vscen.host.factjson import facts_element
+
+    tree = etree.fromstring(document.encode(), etree.XMLParser(remove_blank_text=True)).getroottree()
+    tree.getroot().append(facts_element(facts))
+    return etree.tostring(tree, pretty_print=True, encoding="unicode")

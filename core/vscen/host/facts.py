@@ -4,17 +4,20 @@ The same parser serves a live connection, a recorded file (``--host-facts``) and
 reference profile shipped with vscen, so host-dependent logic is tested on recorded hosts.
 A recorded file is libvirt's own ``<capabilities>`` or ``<domainCapabilities>`` document, or
 a ``<hostFacts>`` document holding one of each (what ``vscen host snapshot`` writes, with the
-libvirt and QEMU versions as attributes, ``<freePages>`` and, for a local host, ``<local>``).
+libvirt and QEMU versions as attributes, ``<freePages>``, for a local host ``<local>``, and the
+plugins' facts in ``<facts>``: ``vscen.host.factjson``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from vscen.errors import UsageError
 from vscen.host import local as hl
+from vscen.host.factjson import facts_element, read_facts_element
 from vscen.host.local import LocalFacts
 
 
@@ -116,12 +119,33 @@ class HostFacts:
     local: LocalFacts | None = None
     #: the plugins' facts (``vscen.FactProvider``), by provider name: plain JSON-able data
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the names ``fact()`` was asked for (so the core can tell a fact nobody used)
+    asked: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def fact(self, name: str, default: Any = None) -> Any:
         """The fact a plugin's provider read (``vscen.FactProvider``), or *default* where it was
         not read (a recorded host without it) or the provider could not tell."""
+        self.asked.add(name)
         value = self.extra.get(name)
         return default if value is None else value
+
+    @cached_property
+    def cpu_flags(self) -> tuple[str, ...]:
+        """The host CPU's feature flags, sorted: those of domcaps' host-model CPU, that is the
+        features its named model implies (libvirt's cpu_map) plus the ones it requires, less
+        the ones it disables. Only the explicit features where the cpu_map is not installed or
+        does not know the model; () without domain capabilities."""
+        if not self.host_model:
+            return ()
+        from vscen.host.cpumap import model_features
+
+        flags = set(model_features(self.arch, self.host_model))
+        for policy, name in self.host_model_features:
+            if policy == "disable":
+                flags.discard(name)
+            else:
+                flags.add(name)
+        return tuple(sorted(flags))
 
     @property
     def kvm(self) -> bool:
@@ -148,7 +172,7 @@ class FactProbe:
 
     #: the core's facts of the host (libvirt capabilities and domain capabilities)
     host: HostFacts
-    #: the guest's settings (``settings.peers``...); the defaults for ``vscen host snapshot``
+    #: the guest's settings (``settings.peers``...); None for ``vscen host snapshot`` (no guest)
     settings: Any = None
     #: the open libvirt connection (``vscen``'s wrapper: ``.conn`` is libvirt's, ``.uri``);
     #: None where the host is recorded (``--host-facts``)
@@ -309,21 +333,57 @@ def _launch_security(dc, sev: Sev | None, tdx: bool) -> tuple[str, ...]:
     return tuple(out)
 
 
-def load_files(paths: list[Path]) -> HostFacts:
-    """Facts from recorded files: capabilities, domcapabilities, or a <hostFacts> of both
-    (with, from ``vscen host snapshot``, versions, free huge pages and local facts)."""
+def _parser():
     from lxml import etree
 
-    caps = domcaps = free_pages = local = None
-    extra: dict[str, str] = {}
-    recorded_from = ""
+    # no entities, no network: a recorded file is data, and may come from anywhere
+    return etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def load_files(paths: list[Path]) -> HostFacts:
+    """Facts from recorded files: capabilities, domcapabilities, or a <hostFacts> of both
+    (with, from ``vscen host snapshot``, versions, free huge pages, local facts and the
+    plugins' facts)."""
+    from lxml import etree
+
+    roots = []
     for path in paths:
         try:
-            root = etree.parse(str(path)).getroot()
+            roots.append((f"--host-facts {path}", etree.parse(str(path), _parser()).getroot()))
         except OSError as exc:
             raise UsageError(f"--host-facts {path}: cannot read it ({exc.strerror or exc})") from None
         except etree.XMLSyntaxError as exc:
             raise UsageError(f"--host-facts {path}: not well-formed XML ({exc})") from None
+    source = ", ".join(str(p) for p in paths)
+    return _from_roots(roots, source, f"--host-facts {source}")
+
+
+def host_facts_from_xml(documents: list[str], source: str) -> HostFacts:
+    """Host facts from the text of libvirt's capabilities and/or domain capabilities, or of a
+    ``<hostFacts>`` document (``vscen host snapshot``), as ``--host-facts`` reads files:
+    what a plugin's fact provider recorded about another host, parsed again (public as
+    ``vscen.host_facts_from_xml``). *source* names the host in messages."""
+    from lxml import etree
+
+    roots = []
+    for text in documents:
+        try:
+            roots.append((source, etree.fromstring(text.encode(), _parser())))
+        except (etree.XMLSyntaxError, ValueError) as exc:
+            raise UsageError(f"{source}: not well-formed XML ({exc})") from None
+    return _from_roots(roots, source, source)
+
+
+def _from_roots(roots: list, source: str, what: str) -> HostFacts:
+    """Facts from parsed documents: *roots* as (label for messages, root element); *what*
+    names them all in messages."""
+    from lxml import etree
+
+    caps = domcaps = free_pages = local = None
+    extra: dict[str, str] = {}
+    plugin_facts: dict[str, Any] = {}
+    recorded_from = ""
+    for label, root in roots:
         if root.tag == "hostFacts":
             for attr, key in (("libvirtVersion", "libvirt_version"), ("hypervisorVersion", "hypervisor_version")):
                 if root.get(attr):
@@ -331,11 +391,10 @@ def load_files(paths: list[Path]) -> HostFacts:
             recorded_from = root.get("uri", recorded_from)
         parts = [p for p in root if isinstance(p.tag, str)] if root.tag == "hostFacts" else [root]
         for part in parts:
-            text = etree.tostring(part, encoding="unicode")
             if part.tag == "capabilities":
-                caps = text
+                caps = etree.tostring(part, encoding="unicode")
             elif part.tag == "domainCapabilities":
-                domcaps = text
+                domcaps = etree.tostring(part, encoding="unicode")
             elif part.tag == "freePages" and root.tag == "hostFacts":
                 free_pages = {_int(c.get("id")): {_int(p.get("size")): _int(p.text) for p in c.iterfind("pages")}
                               for c in part.iterfind("cell")}
@@ -343,28 +402,32 @@ def load_files(paths: list[Path]) -> HostFacts:
                 try:
                     local = hl.from_xml(part)
                 except (AttributeError, ValueError) as exc:
-                    raise UsageError(f"--host-facts {path}: malformed <local> element ({exc})") from None
+                    raise UsageError(f"{label}: malformed <local> element ({exc})") from None
+            elif part.tag == "facts" and root.tag == "hostFacts":
+                plugin_facts.update(read_facts_element(part, label))
             else:
                 raise UsageError(
-                    f"--host-facts {path}: <{part.tag}> is not libvirt capabilities, domain "
+                    f"{label}: <{part.tag}> is not libvirt capabilities, domain "
                     "capabilities or a <hostFacts> document"
                 )
-    source = ", ".join(str(p) for p in paths)
     try:
         facts = parse(caps, domcaps, source, free_pages=free_pages, local=local, **extra)
     except (AttributeError, ValueError) as exc:
-        raise UsageError(f"--host-facts {source}: malformed libvirt document ({exc})") from None
-    if recorded_from:
-        from dataclasses import replace
+        raise UsageError(f"{what}: malformed libvirt document ({exc})") from None
+    from dataclasses import replace
 
+    if plugin_facts:
+        facts = replace(facts, extra=plugin_facts)
+    if recorded_from:
         facts = replace(facts, source=f"{source} (snapshot of {recorded_from})")
     return facts
 
 
 def snapshot(caps_xml: str, domcaps_xml: str | None, *, uri: str = "", libvirt_version: str = "",
              hypervisor_version: str = "", free_pages: dict[int, dict[int, int]] | None = None,
-             local: LocalFacts | None = None) -> str:
-    """A ``<hostFacts>`` document that :func:`load_files` reads back into the same facts."""
+             local: LocalFacts | None = None, facts: dict[str, Any] | None = None) -> str:
+    """A ``<hostFacts>`` document that :func:`load_files` reads back into the same facts;
+    *facts*: the plugins' (``HostFacts.extra``)."""
     from lxml import etree
 
     root = etree.Element("hostFacts")
@@ -384,6 +447,8 @@ def snapshot(caps_xml: str, domcaps_xml: str | None, *, uri: str = "", libvirt_v
                 etree.SubElement(el, "pages", unit="KiB", size=str(size)).text = str(count)
     if local is not None:
         root.append(hl.to_xml(local))
+    if facts:
+        root.append(facts_element(facts))
     return etree.tostring(root, pretty_print=True, encoding="unicode")
 
 

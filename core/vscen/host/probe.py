@@ -76,12 +76,44 @@ def probe_default(connection) -> HostFacts:
     return probe(connection, arch, DEFAULT_MACHINES.get(arch), None)
 
 
-def snapshot_of(connection) -> str:
+def snapshot_of(connection, reg=None, pm=None) -> str:
     """A ``<hostFacts>`` snapshot of the host: capabilities, domain capabilities (host arch,
-    q35 on x86, else the default machine), versions, free huge pages, local facts."""
+    q35 on x86, else the default machine), versions, free huge pages, local facts and, with
+    *reg*, the facts of every plugin's provider (read with no guest settings; a provider that
+    fails is a warning in *pm*)."""
     arch = host_arch(connection)
     raw = read(connection, arch, DEFAULT_MACHINES.get(arch), None)
-    return snapshot(raw.pop("caps_xml"), raw.pop("domcaps_xml"), uri=connection.uri, **raw)
+    facts = {}
+    if reg is not None:
+        from vscen.host.providers import read_provided
+
+        host = parse(raw["caps_xml"], raw["domcaps_xml"], connection.uri,
+                     **{k: v for k, v in raw.items() if k not in ("caps_xml", "domcaps_xml")})
+        facts = read_provided(host, reg, connection=connection, pm=pm).extra
+    return snapshot(raw.pop("caps_xml"), raw.pop("domcaps_xml"), uri=connection.uri, facts=facts, **raw)
+
+
+def host_document(uri: str, arch: str | None = None, machine: str | None = None,
+                  virt_type: str | None = None) -> str:
+    """The ``<hostFacts>`` document of the host at libvirt *uri* (capabilities, domain
+    capabilities for *arch*, *machine* and *virt_type*, versions, free huge pages), without
+    the local or the plugins' facts: another host's facts, for a fact provider to record and
+    ``vscen.host_facts_from_xml`` to read back (public as ``vscen.host_document``). The
+    embedded test driver gives vscen's reference host. Raises LibvirtError."""
+    from vscen.host.connect import open_connection
+
+    connection = open_connection(uri)
+    try:
+        if connection.is_test:
+            from vscen.host.facts import REFERENCE_HOST
+
+            return REFERENCE_HOST.read_text()
+        arch = arch or host_arch(connection)
+        raw = read(connection, arch, machine or DEFAULT_MACHINES.get(arch), virt_type)
+        raw.pop("local")
+        return snapshot(raw.pop("caps_xml"), raw.pop("domcaps_xml"), **raw)
+    finally:
+        connection.close()
 
 
 def _free_pages(conn, caps_xml: str) -> dict[int, dict[int, int]] | None:

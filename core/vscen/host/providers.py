@@ -1,0 +1,75 @@
+"""The facts stage's second half: the plugins' fact providers (``vscen.FactProvider``).
+
+After the core's facts are read (a live probe, recorded files, or the reference host of the
+embedded driver), every provider whose fact is not recorded already reads it once, and the
+results go into ``HostFacts.extra``, where builds read them (``ctx.host.fact(name)``) and
+``vscen host snapshot`` records them. A provider that fails is reported by fact and plugin;
+its fact is then None and the others carry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from vscen.errors import VscenError
+
+if TYPE_CHECKING:
+    from vscen.host.facts import HostFacts
+
+
+def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: Any = None,
+                  pm=None) -> HostFacts:
+    """*facts* with the facts of every provider in *reg* (``Registry.facts``) that *facts*
+    lacks. *connection*: the open connection the facts were read from (None for recorded
+    hosts); a provider that fails is a line in *pm*'s warnings (``pm.notes``)."""
+    from vscen.host.facts import FactProbe
+
+    extra = {k: v for k, v in facts.extra.items() if v is not None}
+    out = replace(facts, extra=extra)
+    if not reg.facts:
+        return out
+    local = bool(connection is not None and connection.is_local and not connection.is_test)
+    probe = FactProbe(host=out, settings=settings, connection=connection, local=local)
+    for name, provider in reg.facts.items():
+        if name in extra:  # recorded: replayed as it was read
+            continue
+        try:
+            value = plain(provider.read(probe))
+        except VscenError:
+            raise
+        except Exception as exc:  # the plugin's fault: named, and the others carry on
+            if pm is not None:
+                pm.notes.append(f"{_who(reg, pm, name)}: fact '{name}' could not be read: {type(exc).__name__}: "
+                     f"{exc}; it is unknown to this run")
+            value = None
+        if value is not None:  # unknown facts are absent, as in a snapshot
+            extra[name] = value
+    out.asked.clear()  # what providers asked of each other is not a feature's use
+    return out
+
+
+def plain(value: Any) -> Any:
+    """*value* as JSON gives it back (tuples become lists, keys strings), so a fact read live
+    and one replayed from a snapshot are equal; TypeError or ValueError where JSON cannot hold
+    it (an object, NaN)."""
+    import json
+
+    if value is None:
+        return None
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"not plain JSON-able data ({exc})") from None
+
+
+def _who(reg, pm, name: str) -> str:
+    plugin = reg.plugin_of(name, "facts")
+    info = pm.infos.get(plugin)
+    return f"plugin '{plugin}'" + (f" from {info.distribution} {info.version}" if info else "")
+
+
+def unused_notes(facts: HostFacts, reg) -> list[str]:
+    """The ``unused`` notes of providers whose fact was read but that no feature asked for."""
+    return [p.unused for name, p in reg.facts.items()
+            if p.unused and facts.extra.get(name) is not None and name not in facts.asked]
