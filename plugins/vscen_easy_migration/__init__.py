@@ -546,13 +546,13 @@ def vscen_register_facts(register):
 
 @hookimpl
 def vscen_register_settings(register):
-    register(Setting(name="peers", option="--peer", repeatable=True, metavar="HOST", parse=_peer,
+    register(Setting(name="peers", option="--peer", repeatable=True, metavar="HOST", parse=_peer_spec,
                      example="qemu+ssh://kvm8/system",
                      help="Another host the guest must run on: a libvirt URI, or its recorded host facts "
                           "(FILE[,FILE]). Repeatable."))
 
 
-def _peer(value: str) -> str:
+def _peer_spec(value: str) -> str:
     if not value.strip() or "\0" in value:
         raise ValueError("is neither a libvirt URI nor a file name")
     return value

@@ -240,7 +240,7 @@ def test_cpu_flags_are_the_models_plus_required_less_disabled(tmp_path, monkeypa
 
 
 def test_vscen_host_json_shows_the_flags():
-    from vscen.cli_host import view
+    from vscen.cli.host import view
     from vscen.validate import Support
 
     facts = load_files(conftest.host_files("amd-sev"))
