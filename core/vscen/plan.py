@@ -8,15 +8,13 @@ listed as unchanged, so that running the same command twice changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vscen.apply import METADATA_NS, digest
 from vscen.errors import ExistsError, LibvirtError
 from vscen.model import Step
-
-METADATA_NS = "https://vscen.dev/xmlns/guest/1"
 
 
 @dataclass
@@ -39,10 +37,6 @@ def output_dir(output: Path | None, config: Path | None = None) -> Path:
 
     value = output or config_value("output", config)
     return Path(value).expanduser() if value else default_output_dir()
-
-
-def digest(xml: str) -> str:
-    return hashlib.sha256(xml.encode()).hexdigest()
 
 
 def make_plan(result, output: Path | None, *, force: bool = False, start: bool = False,

@@ -6,9 +6,13 @@ recorded without plugins having to pass their name around.
 
 from __future__ import annotations
 
-from vscen.context import Context
+from typing import TYPE_CHECKING
+
 from vscen.domain.model import Domain
 from vscen.errors import PluginError
+
+if TYPE_CHECKING:
+    from vscen.context import Context
 
 
 def build(ctx: Context) -> Domain:
