@@ -38,8 +38,12 @@ _LAZY = {
     "LibvirtError": "vscen.errors", "PluginError": "vscen.errors", "raise_all": "vscen.errors",
     # values
     "parse_size": "vscen.settings", "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
+    # setting defaults, to tell what the user chose from a default
+    "builtin_default": "vscen.defaults", "scenario_defaults": "vscen.defaults",
     # files
     "atomic_write": "vscen.files",
+    # the libvirt secret of an encrypted disk
+    "secret_uuid": "vscen.secrets",
     # host facts a fact provider is given
     "FactProbe": "vscen.host.facts",
 }
