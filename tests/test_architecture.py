@@ -14,6 +14,7 @@ cycle check, since they never run.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,3 +285,12 @@ def test_the_scan_sees_imports_inside_functions_and_marks_type_checking(tmp_path
     found = imports(tmp_path / "m.py", tmp_path)
     assert [(i.module, i.type_checking) for i in found] == [
         ("typing", False), ("vscen.a", True), ("vscen", False), ("c", False)]
+
+
+def test_every_public_helper_is_documented():
+    """docs/hooks.md's "Public helpers" lists every helper vscen exports, and nothing else."""
+    text = (ROOT / "docs" / "hooks.md").read_text()
+    section = text.partition("\n## Public helpers\n")[2].partition("\n## ")[0]
+    import vscen
+
+    assert set(re.findall(r"^\| `(\w+)", section, re.M)) == set(vscen._LAZY)

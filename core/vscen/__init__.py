@@ -6,8 +6,8 @@ Plugin authors need only what this module exports (and ``vscen.testing`` in thei
     from vscen import Setting, FactProvider, Command
 
 The data classes and ``hookimpl`` are imported with ``vscen``; the helpers below it (errors,
-sizes, CPU lists, atomic writes...) are imported the first time a plugin asks for one, so that
-start-up stays lean.
+sizes, CPU lists, setting defaults, atomic writes...; docs/hooks.md, "Public helpers", lists
+them) are imported the first time a plugin asks for one, so that start-up stays lean.
 """
 
 import pluggy
