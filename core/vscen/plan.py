@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vscen.apply import METADATA_NS, digest
-from vscen.errors import ExistsError, LibvirtError
+from vscen.errors import ExistsError, LibvirtError, PluginError, VscenError
 from vscen.model import Step
 
 
@@ -61,6 +61,11 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
                 into.append(Step(step.description, step.do, owner=name))
         except ExistsError as exc:
             refused.extend(exc.problems or [str(exc)])
+        except VscenError:
+            raise  # the plugin refuses, with a message for the user
+        except Exception as exc:  # a bug in the plugin: say whose
+            raise PluginError(f"host action '{name}' of {ctx.registry.describe(name, 'host-actions')} failed "
+                              f"in plan: {type(exc).__name__}: {exc}") from exc
 
     path = out_dir / "domain.xml"
     plan.xml_path = path

@@ -199,3 +199,21 @@ def one_error(proc, code: int) -> str:
 def test_the_cli_names_the_plugin_distribution_and_version(crash_env, scenario, code, expected):
     proc = vscen("run", scenario, "--dry-run", "--connect", "test:///default", env=crash_env)
     assert one_error(proc, code) == expected
+
+
+# -- host actions ---------------------------------------------------------------------------------
+
+
+def test_a_host_action_raising_in_plan_is_named(tmp_path):
+    from vscen import HostAction
+    from vscen.plan import make_plan
+
+    def plan(ctx):
+        return ctx.settings.no_such_setting
+
+    action = HostAction(name="prep", summary="p", plan=plan, undo=lambda conn, record: None)
+    feature = Feature(name="needs-prep", summary="n", host_actions=("prep",))
+    result = run(("prep-plugin", Plug(actions=[action])), features=[feature])
+    with pytest.raises(PluginError, match="^host action 'prep' of plugin 'prep-plugin' \\(in-process\\) failed in "
+                                          "plan: AttributeError: .*no_such_setting"):
+        make_plan(result, tmp_path)
