@@ -3,7 +3,8 @@
 - the core (``core/vscen``) imports no plugin;
 - a plugin (``plugins/vscen_*``, the example third-party plugin) imports only ``vscen``'s
   public API (what ``vscen/__init__.py`` exports), its own package, the standard library and
-  third-party packages; its tests may import ``vscen.testing`` too;
+  third-party packages (for the built-in plugins: those vscen's distribution depends on); its
+  tests may import ``vscen.testing`` too;
 - the core's modules have no import cycle.
 
 Imports are read from the source with ``ast``, those inside functions included (a lazy
@@ -155,6 +156,29 @@ def test_built_in_plugins_import_only_the_public_api():
         for path in python_files(package):
             offenders += plugin_offences(path, PLUGINS, package.name)
     assert offenders == [], "plugins import only 'vscen':\n  " + "\n  ".join(offenders)
+
+
+def test_built_in_plugins_import_only_the_standard_library_and_declared_dependencies():
+    """Anything else a built-in plugin imports must come with vscen's distribution."""
+    import importlib_metadata
+    from packaging.requirements import Requirement
+
+    def normal(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {normal(Requirement(r).name) for r in importlib_metadata.requires("vscen") or ()
+                if "extra ==" not in r}
+    provided = importlib_metadata.packages_distributions()
+    offenders = []
+    for package in sorted(p for p in PLUGINS.iterdir() if p.name.startswith("vscen_")):
+        for path in python_files(package):
+            for imp in imports(path, PLUGINS):
+                top = imp.module.partition(".")[0]
+                if top in sys.stdlib_module_names or top == "vscen" or top.startswith("vscen_") or top == "__future__":
+                    continue
+                if not {normal(d) for d in provided.get(top, ())} & declared:
+                    offenders.append(f"{imp.where}: imports {imp.module}, which no dependency of vscen provides")
+    assert offenders == [], "\n  ".join(["undeclared imports:", *offenders])
 
 
 def test_the_example_plugin_imports_only_the_public_api():
