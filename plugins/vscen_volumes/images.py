@@ -24,9 +24,6 @@ def human(size: int) -> str:
     return f"{size}B"
 
 
-# -- reading the host ---------------------------------------------------------------------------
-
-
 @dataclass
 class Image:
     """An existing disk image: a libvirt volume or (local connections) a file."""
