@@ -6,8 +6,8 @@ Plugin authors need only what this module exports (and ``vscen.testing`` in thei
     from vscen import Setting, FactProvider, Command
 
 The data classes and ``hookimpl`` are imported with ``vscen``; the helpers below it (errors,
-sizes, CPU lists, atomic writes...) are imported the first time a plugin asks for one, so that
-start-up stays lean.
+sizes, CPU lists, setting defaults, atomic writes...; docs/hooks.md, "Public helpers", lists
+them) are imported the first time a plugin asks for one, so that start-up stays lean.
 """
 
 import pluggy
@@ -39,8 +39,12 @@ _LAZY = {
     # values
     "parse_size": "vscen.settings", "check_path": "vscen.settings", "check_name": "vscen.settings",
     "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
+    # setting defaults, to tell what the user chose from a default
+    "builtin_default": "vscen.defaults", "scenario_defaults": "vscen.defaults",
     # files
     "atomic_write": "vscen.files",
+    # the libvirt secret of an encrypted disk
+    "secret_uuid": "vscen.secrets",
     # host facts: what a fact provider is given; another host's facts from libvirt's XML
     "FactProbe": "vscen.host.facts", "HostFacts": "vscen.host.facts",
     "host_facts_from_xml": "vscen.host.facts", "host_document": "vscen.host.probe",

@@ -14,6 +14,15 @@ from vscen.files import atomic_write
 from vscen.model import Step
 
 CORE = "vscen"
+#: the namespace of the metadata in which vscen stores the digest of the XML it defined
+METADATA_NS = "https://vscen.dev/xmlns/guest/1"
+
+
+def digest(xml: str) -> str:
+    """What tells that a domain on the host is the one this XML defines."""
+    import hashlib
+
+    return hashlib.sha256(xml.encode()).hexdigest()
 
 
 def apply(plan, journal, connection, registry, progress=None) -> list[dict]:
@@ -129,8 +138,6 @@ def _with_uuid(xml: str, uuid: str) -> str:
 def define(conn, xml: str, existing) -> Step:
     import libvirt
 
-    from vscen.plan import METADATA_NS, digest
-
     def do():
         text, old = xml, None
         if existing is not None:
@@ -206,8 +213,6 @@ def _undo_running(conn, record) -> None:
 def create_transient(conn, xml: str) -> Step:
     """Create and start a transient domain: never defined, gone when it stops."""
     import libvirt
-
-    from vscen.plan import METADATA_NS, digest
 
     def do():
         from lxml import etree

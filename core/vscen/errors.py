@@ -62,7 +62,9 @@ class LibvirtError(VscenError):
 
 
 class PluginError(VscenError):
-    """A plugin declared something inconsistent."""
+    """A plugin declared something inconsistent, or its code failed (a feature's ``apply``, a
+    host action's ``plan``): the message names the item, the plugin, its distribution and
+    version."""
 
 
 def raise_all(exc_type: type[VscenError], what: str, problems: list[str]) -> None:

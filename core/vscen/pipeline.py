@@ -5,7 +5,7 @@ validate. ``render(request)`` runs it and changes nothing anywhere; ``vscen.plan
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,7 @@ def request_settings(request: Request, reg, resolution, rule_problems: list[str]
 
 def run_host_validators(ctx, reg, names: list[str]) -> list:
     from vscen.model import Check
+    from vscen.validate import run_validator
 
     checks = []
     for name in names:
@@ -167,8 +168,7 @@ def run_host_validators(ctx, reg, names: list[str]) -> list:
             checks.append(Check("skip", f"{v.summary}: skipped, it reads local files and "
                                 f"{ctx.uri} is remote", validator=name))
             continue
-        for check in v.check(ctx) or ():
-            checks.append(replace(check, validator=name))
+        checks.extend(run_validator(ctx, v, reg))
     return checks
 
 

@@ -8,15 +8,13 @@ listed as unchanged, so that running the same command twice changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vscen.errors import ExistsError, LibvirtError
+from vscen.apply import METADATA_NS, digest
+from vscen.errors import ExistsError, LibvirtError, PluginError, VscenError
 from vscen.model import Step
-
-METADATA_NS = "https://vscen.dev/xmlns/guest/1"
 
 
 @dataclass
@@ -41,10 +39,6 @@ def output_dir(output: Path | None, config: Path | None = None) -> Path:
     return Path(value).expanduser() if value else default_output_dir()
 
 
-def digest(xml: str) -> str:
-    return hashlib.sha256(xml.encode()).hexdigest()
-
-
 def make_plan(result, output: Path | None, *, force: bool = False, start: bool = False,
               define: bool = True) -> Plan:
     from vscen import apply as steps
@@ -67,6 +61,11 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
                 into.append(Step(step.description, step.do, owner=name))
         except ExistsError as exc:
             refused.extend(exc.problems or [str(exc)])
+        except VscenError:
+            raise  # the plugin refuses, with a message for the user
+        except Exception as exc:  # a bug in the plugin: say whose
+            raise PluginError(f"host action '{name}' of {ctx.registry.describe(name, 'host-actions')} failed "
+                              f"in plan: {type(exc).__name__}: {exc}") from exc
 
     path = out_dir / "domain.xml"
     plan.xml_path = path

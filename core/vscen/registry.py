@@ -35,9 +35,22 @@ class Registry:
     #: (namespace, name) -> plugin (entry point) name that registered it; features and
     #: scenarios share the namespace "items", validators and host actions have their own
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: plugin name -> the plugin manager's PluginInfo (distribution, version), for messages
+    infos: dict = field(default_factory=dict, repr=False)
 
     def plugin_of(self, name: str, kind: str = "features") -> str:
         return self.owner.get((_ns(kind), name), "?")
+
+    def describe(self, name: str, kind: str = "features") -> str:
+        """The plugin that registered *name*, as messages name it: ``plugin 'demo' (vscen-demo
+        1.0)``, ``plugin 'demo' (in-process)``, or ``plugin 'demo'`` where nothing more is known."""
+        plugin = self.plugin_of(name, kind)
+        info = self.infos.get(plugin)
+        if info is None:
+            return f"plugin '{plugin}'"
+        if info.distribution.startswith("("):  # "(in-process)", "(local: DIR)"
+            return f"plugin '{plugin}' {info.distribution}"
+        return f"plugin '{plugin}' ({info.distribution} {info.version})"
 
     def table(self, kind: str) -> dict:
         return getattr(self, kind.replace("-", "_"))
@@ -62,7 +75,7 @@ def load(config=None, *, plugins: tuple = (), entry_points: bool = True, disable
 
 
 def build_registry(pm: PluginManager) -> Registry:
-    reg = Registry()
+    reg = Registry(infos=pm.infos)
     for kind, (hook, cls) in KINDS.items():
         table = reg.table(kind)
         for impl in getattr(pm.hook, hook).get_hookimpls():

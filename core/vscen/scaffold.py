@@ -261,7 +261,7 @@ SCENARIO_TEST = '''\
 """
 
 import pytest
-from vscen.errors import RulesError
+from vscen import RulesError
 
 import $module
 
@@ -351,7 +351,7 @@ FEATURE_TEST = '''\
 """
 
 import pytest
-from vscen.errors import RulesError
+from vscen import RulesError
 
 import $module
 

@@ -26,18 +26,23 @@ The fixtures ignore the user's and the system's vscen config files and the ``VSC
 environment variables, so results do not depend on the machine. Recorded hosts: see
 :data:`HOSTS`, or give the path of a ``vscen host snapshot`` file.
 
-This module is imported by every pytest session where vscen is installed: it imports only
-pytest and the standard library at import time, and defines no autouse fixture.
+This module is imported by every pytest session where vscen is installed, and by scripts that
+use its plain helpers: it imports only the standard library at import time (not even pytest,
+which scripts may not have). The fixtures and the ``--vscen-regen`` option are in
+``vscen.pytest_plugin``, which pytest loads through ``pytest_plugins`` below; it defines no
+autouse fixture.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+#: the fixtures: pytest imports vscen.pytest_plugin when it loads this module through the pytest11
+#: entry point; a script that imports this module for its helpers does not
+pytest_plugins = ["vscen.pytest_plugin"]
 
 DATA = Path(__file__).resolve().parent / "data"
 #: recorded hosts shipped with vscen (``data/host-<name>.xml``); "reference" is the host of
@@ -50,8 +55,6 @@ HOSTS = {
     "aarch64": "aarch64 KVM, machine virt, UEFI only (domain capabilities only)",
     "reference": "vscen's reference host: AMD EPYC with SEV-ES, 2 NUMA cells, free 2 MiB pages",
 }
-#: environment variables that would make results depend on the machine
-_ENVIRONMENT = ("VSCEN_DISABLED_PLUGINS", "VSCEN_PLUGIN_PATH", "LIBVIRT_DEFAULT_URI")
 
 
 def host_files(host) -> list[Path]:
@@ -169,7 +172,7 @@ def validate(xml: str, define: bool = True) -> None:
 
     errors = schema_errors(xml)
     if errors:
-        pytest.fail("not valid for libvirt's schema:\n  " + "\n  ".join(errors), pytrace=False)
+        _fail("not valid for libvirt's schema:\n  " + "\n  ".join(errors))
     if define:
         import libvirt
 
@@ -178,7 +181,7 @@ def validate(xml: str, define: bool = True) -> None:
         try:
             conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE).undefine()
         except libvirt.libvirtError as exc:
-            pytest.fail(f"libvirt's test:///default driver refuses the domain: {exc}", pytrace=False)
+            _fail(f"libvirt's test:///default driver refuses the domain: {exc}")
         finally:
             conn.close()
 
@@ -191,7 +194,7 @@ def compare_golden(text: str, path: Path, regen: bool) -> None:
             path.write_text(text)
         return
     if not path.is_file():
-        pytest.fail(f"no golden file {path}: run pytest --vscen-regen to write it, then review it", pytrace=False)
+        _fail(f"no golden file {path}: run pytest --vscen-regen to write it, then review it")
     expected = path.read_text()
     if text != expected:
         import difflib
@@ -199,89 +202,13 @@ def compare_golden(text: str, path: Path, regen: bool) -> None:
         diff = list(difflib.unified_diff(expected.splitlines(), text.splitlines(), f"{path.name} (golden)",
                                          f"{path.name} (now)", lineterm=""))
         shown = diff[:80] + ([f"... {len(diff) - 80} more lines"] if len(diff) > 80 else [])
-        pytest.fail(f"{path} differs (review, then pytest --vscen-regen):\n" + "\n".join(shown), pytrace=False)
+        _fail(f"{path} differs (review, then pytest --vscen-regen):\n" + "\n".join(shown))
 
 
-# ------------------------------------------------------------------------------------------
-# the pytest plugin
-# ------------------------------------------------------------------------------------------
-
-
-def pytest_addoption(parser) -> None:
-    group = parser.getgroup("vscen", "vscen plugin test kit")
-    group.addoption("--vscen-regen", action="store_true", default=False,
-                    help="rewrite the golden files compared by the vscen_golden fixture")
-
-
-@pytest.fixture
-def _vscen_isolated(monkeypatch, tmp_path_factory):
-    """No vscen config file and no VSCEN_* variable of this machine reaches the fixtures."""
-    import vscen.settings
-
-    for name in _ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    config_home = tmp_path_factory.mktemp("vscen-config")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
-    monkeypatch.setattr(vscen.settings, "SYSTEM_CONFIG", config_home / "no-system-config.toml")
-
-
-@pytest.fixture
-def vscen_plugins(_vscen_isolated):
-    """``vscen_plugins(*plugins, entry_points=True, disabled=())``: a fresh plugin manager and
-    registry (see :func:`load_plugins`)."""
-
-    def load(*plugins, entry_points: bool = True, disabled=()) -> Loaded:
-        return load_plugins(plugins, entry_points=entry_points, disabled=disabled)
-
-    return load
-
-
-@pytest.fixture
-def vscen_render(_vscen_isolated):
-    """``vscen_render(scenarios, *, host="amd-sev", **settings)``: see :func:`render`."""
-    opened = []
-
-    def render_kept(*args, **kw):
-        result = render(*args, **kw)
-        if result.connection is not None:
-            opened.append(result.connection)
-        return result
-
-    yield render_kept
-    for connection in opened:
-        connection.close()
-
-
-@pytest.fixture
-def vscen_host_facts():
-    """``vscen_host_facts(host)``: ``vscen.host.facts.HostFacts`` of a recorded host."""
-
-    def facts(host="amd-sev"):
-        from vscen.host.facts import load_files
-
-        return load_files(host_files(host))
-
-    return facts
-
-
-@pytest.fixture
-def vscen_validate():
-    """``vscen_validate(xml, define=True)``: see :func:`validate`."""
-    return validate
-
-
-@pytest.fixture
-def vscen_golden(request):
-    """``vscen_golden(text, name)``: compare *text* with ``golden/<name>.xml`` in the test
-    file's directory; ``pytest --vscen-regen`` writes it."""
-    regen = request.config.getoption("--vscen-regen")
-    base = Path(os.fspath(request.path)).parent / "golden"
-
-    def golden(text: str, name: str) -> Path:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(f"vscen_golden: name '{name}' must be a file name (no '/'), e.g. 'build-box@amd-sev'")
-        path = base / (name if name.endswith(".xml") else f"{name}.xml")
-        compare_golden(text, path, regen)
-        return path
-
-    return golden
+def _fail(message: str) -> None:
+    """Fail the test: ``pytest.fail`` (no traceback into vscen) in a pytest session, else an
+    AssertionError, for scripts and other test runners."""
+    pytest = sys.modules.get("pytest")
+    if pytest is None:
+        raise AssertionError(message)
+    pytest.fail(message, pytrace=False)

@@ -108,10 +108,54 @@ def check_schema(xml_text: str, owner_of=None) -> None:
 
 def run_domain_validators(ctx, validators) -> list:
     """Run every domain validator; returns the checks (with the validator's name filled in)."""
-    from dataclasses import replace
-
     checks = []
     for v in validators:
-        for check in v.check(ctx) or ():
-            checks.append(replace(check, validator=v.name))
+        checks.extend(run_validator(ctx, v, ctx.registry))
     return checks
+
+
+def run_validator(ctx, validator, registry=None) -> list:
+    """The checks of one validator, with its name filled in.
+
+    A validator that raises (anything but vscen's own errors, which carry a message for the
+    user) or returns something other than an iterable of ``vscen.Check`` is a bug in its
+    plugin: it gives one failing check naming the validator, its plugin, distribution and
+    version, and the other validators still run.
+    """
+    from collections.abc import Iterable
+    from dataclasses import replace
+
+    from vscen.errors import VscenError
+    from vscen.model import Check
+
+    try:
+        returned = validator.check(ctx)
+        if returned is None:
+            return []
+        if isinstance(returned, (Check, str, bytes, dict)) or not isinstance(returned, Iterable):
+            bad = returned
+        else:
+            found = list(returned)
+            wrong = [c for c in found if not isinstance(c, Check)]
+            if not wrong:
+                return [replace(check, validator=validator.name) for check in found]
+            bad = wrong[0]
+        what = f"returned {_short(bad)}, not an iterable of vscen.Check"
+    except VscenError:
+        raise  # the plugin refuses, with a message for the user
+    except Exception as exc:
+        what = f"failed: {type(exc).__name__}: {exc}"
+    from vscen.manager import DISABLE_ENV
+
+    if registry is None:
+        who, fix = "its plugin", "report it to the plugin's authors"
+    else:
+        who = registry.describe(validator.name, "validators")
+        fix = (f"report it to the plugin's authors, or disable the plugin "
+               f"({DISABLE_ENV}={registry.plugin_of(validator.name, 'validators')})")
+    return [Check("fail", f"validator '{validator.name}' of {who} {what}", fix=fix, validator=validator.name)]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

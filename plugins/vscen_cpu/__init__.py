@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from vscen import Conflict, Feature, hookimpl
-from vscen.host.local import format_cpulist as cpuset
+from vscen import format_cpulist as cpuset
 
 
 def _cpu_modes(ctx) -> set[str] | None:

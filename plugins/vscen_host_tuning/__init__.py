@@ -34,8 +34,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vscen import Conflict, Feature, HostAction, Setting, Step, hookimpl
-from vscen.errors import HostError, VscenError
+from vscen import Conflict, Feature, HostAction, HostError, Setting, Step, VscenError, hookimpl
 
 #: where the settings live (tests point it at a fake tree)
 SYSFS_ROOT = Path("/sys/kernel/mm")

@@ -22,8 +22,7 @@ record in the journal, so ``vscen destroy`` can be repeated once they are stoppe
 
 from __future__ import annotations
 
-from vscen import HostAction, Step, hookimpl
-from vscen.errors import HostError, LibvirtError, VscenError
+from vscen import HostAction, HostError, LibvirtError, Step, VscenError, hookimpl
 
 #: network name -> libvirt's stock definition of it, read on this machine only
 STOCK_DEFINITIONS = {"default": "/usr/share/libvirt/networks/default.xml"}

@@ -116,7 +116,7 @@ def _recommend_overlays(ctx) -> None:
 def plan_snapshot(ctx) -> list[Step]:
     import libvirt
 
-    from vscen.errors import UsageError, raise_all
+    from vscen import UsageError, raise_all
 
     s = ctx.settings
     if s.transient:
@@ -151,7 +151,7 @@ def _taker(connection, name: str):
         import libvirt
         from lxml import etree
 
-        from vscen.errors import LibvirtError, VscenError
+        from vscen import LibvirtError, VscenError
 
         dom = connection.conn.lookupByName(name)
         if dom.isActive():

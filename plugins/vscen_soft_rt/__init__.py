@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vscen import Check, Conflict, Feature, Scenario, Validator, hookimpl
-from vscen.host.local import format_cpulist as cpuset
+from vscen import format_cpulist as cpuset
 
 #: tuned profiles that tune a host for real-time guests (tuned-profiles-realtime, -nfv-host)
 RT_PROFILES = ("realtime-virtual-host", "realtime", "cpu-partitioning")

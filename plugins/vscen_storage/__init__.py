@@ -26,9 +26,7 @@
 
 from __future__ import annotations
 
-from vscen import Feature, hookimpl
-from vscen.secrets import secret_uuid
-from vscen.settings import flatten, parse_size
+from vscen import Feature, hookimpl, parse_size, scenario_defaults, secret_uuid
 
 #: buses whose disks Linux names from one shared ``sd`` letter sequence
 SD_BUSES = ("scsi", "sata", "usb")
@@ -73,7 +71,7 @@ def note_overrides(ctx) -> None:
     s = ctx.settings
     per_disk = s.source("disks").startswith(("option", "config"))
     for scenario in ctx.resolution.scenarios:
-        for key, recommended in flatten(dict(scenario.defaults)).items():
+        for key, recommended in scenario_defaults(scenario).items():
             if not key.startswith("disk.") or key == "disk.path":
                 continue
             field = key[5:]

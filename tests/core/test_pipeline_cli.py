@@ -251,7 +251,7 @@ def test_a_feature_failing_in_apply_is_reported_with_its_plugin():
 
     with pytest.raises(PluginError) as exc:
         run([demo(feature("exploder", boom))])
-    assert str(exc.value) == ("feature 'exploder' (plugin 'demo-plugin') failed in apply: "
+    assert str(exc.value) == ("feature 'exploder' of plugin 'demo-plugin' (in-process) failed in apply: "
                               "ValueError: bad host data")
 
 
@@ -326,8 +326,8 @@ def test_cli_rules_error(env):
 
 def test_cli_plugin_failure_is_one_line(env):
     assert_one_line_error(vscen("run", "core-boom", "--dry-run", "--connect", "test:///default", env=env), 1,
-                          "error: feature 'demo-boom' (plugin 'core-demo-plugin') failed in apply: "
-                          "RuntimeError: kaput")
+                          "error: feature 'demo-boom' of plugin 'core-demo-plugin' (vscen-core-demo 0.3.1) "
+                          "failed in apply: RuntimeError: kaput")
 
 
 def test_cli_invalid_set(env):

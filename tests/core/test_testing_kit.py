@@ -277,9 +277,27 @@ def test_bad_golden_names(vscen_golden):
 
 def test_importing_the_kit_is_light():
     code = ("import sys, vscen.testing; print(sorted(m for m in ('lxml', 'libvirt', 'typer', "
-            "'vscen.pipeline', 'vscen.settings', 'importlib_metadata') if m in sys.modules))")
+            "'vscen.pipeline', 'vscen.settings', 'importlib_metadata', 'pytest') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_plain_helpers_work_without_pytest(tmp_path):
+    """For scripts and other test runners: no pytest needed; a failed check is an AssertionError."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["pytest"] = None  # as if it were not installed
+        from pathlib import Path
+        from vscen.testing import compare_golden, host_files
+        assert host_files("kvm")[0].is_file()
+        try:
+            compare_golden("<a/>", Path({str(tmp_path / "none.xml")!r}), regen=False)
+        except AssertionError as exc:
+            print("failed:", exc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"failed: no golden file {tmp_path / 'none.xml'}")
 
 
 def test_the_kit_changes_nothing_in_tests_that_do_not_use_it(tmp_path):

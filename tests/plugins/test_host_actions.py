@@ -310,8 +310,8 @@ def test_hugepages_reserve_unpinned_counts_the_whole_host(results):
 def test_hugepages_targets_share_several_cells():
     n = vscen_hugepages.Need(size=2048, pages=10, cells=(0, 1), free=3, total=3)
     assert n.missing == 7 and n.targets() == [(0, 4), (1, 3)]
-    assert vscen_hugepages._nodeset("0,2-3") == (0, 2, 3)
-    assert vscen_hugepages._nodeset("^1") == ()
+    assert vscen_hugepages.guest._nodeset("0,2-3") == (0, 2, 3)
+    assert vscen_hugepages.guest._nodeset("^1") == ()
 
 
 def test_hugepages_reserve_refuses_memory_that_is_not_whole_pages(results):
@@ -352,7 +352,7 @@ def test_hugepages_really_reserved_and_given_back(system_conn, results, restore_
                                                   monkeypatch, mode):
     conf = tmp_path / "sysctl.d" / "90-vscen-hugepages.conf"
     conf.parent.mkdir()
-    monkeypatch.setattr(vscen_hugepages, "SYSCTL_CONF", conf)
+    monkeypatch.setattr(vscen_hugepages.boot, "SYSCTL_CONF", conf)
     before = restore_hugepages
     free = read_int(node_file("free_hugepages"))
     pages = free + 3  # 3 more than are free: the action must add exactly 3
@@ -419,7 +419,7 @@ def test_hugepages_sysfs_fallback_restores_when_the_kernel_gives_fewer(results, 
     back to sysfs; a fake tree stands in for a kernel that found no page: the count written is
     set back and the error says so."""
     pool = fake_sysfs(tmp_path)
-    monkeypatch.setattr(vscen_hugepages, "SYSFS", tmp_path)
+    monkeypatch.setattr(vscen_hugepages.pools, "SYSFS", tmp_path)
     result = on_recorded(results, "amd-sev", add=["hugepages", "vcpu-pinning"], hugepages="reserve",
                          memory="16MiB")
     result.ctx.connection = replace_uri(result.connection, "qemu:///system")
@@ -435,7 +435,7 @@ def test_hugepages_sysfs_fallback_restores_when_the_kernel_gives_fewer(results, 
 
 def test_hugepages_sysfs_undo_takes_back_only_what_was_added(tmp_path, monkeypatch):
     pool = fake_sysfs(tmp_path, nr=10)
-    monkeypatch.setattr(vscen_hugepages, "SYSFS", tmp_path)
+    monkeypatch.setattr(vscen_hugepages.pools, "SYSFS", tmp_path)
     local = SimpleNamespace(uri="qemu:///system", is_local=True, is_test=False,
                             conn=SimpleNamespace(getCapabilities=lambda: "<capabilities/>"))
     record = {"kind": "hugepages", "size_kib": 2048, "via": "sysfs", "cells": [0],
@@ -450,7 +450,7 @@ def test_hugepages_sysfs_undo_takes_back_only_what_was_added(tmp_path, monkeypat
 def test_hugepages_sysctl_file_of_someone_else_is_refused(results, tmp_path, monkeypatch):
     conf = tmp_path / "90-vscen-hugepages.conf"
     conf.write_text("vm.nr_hugepages = 7\n")
-    monkeypatch.setattr(vscen_hugepages, "SYSCTL_CONF", conf)
+    monkeypatch.setattr(vscen_hugepages.boot, "SYSCTL_CONF", conf)
     result = on_recorded(results, "amd-sev", ["computation"], hugepages="persistent")
     result.ctx.connection = replace_uri(result.connection, SYSTEM)  # plan only
     with pytest.raises(ExistsError, match="was not written by vscen \\(use --force to replace it\\)"):

@@ -556,16 +556,19 @@ def test_a_real_encrypted_volume_and_its_private_secret(senv, tmp_path):
 
 
 def test_a_bad_passphrase_file_is_a_usage_error_and_leaves_nothing(senv, tmp_path):
+    """A file others can read, or none, is refused with the settings, before anything is
+    planned; a passphrase too short is found when the step reads it, and the run rolls back."""
     path = senv.root / "e.qcow2"
     before = senv.snapshot()
     for source, message in ((passfile(tmp_path, mode=0o644), "can be read by others; chmod 600 it"),
-                            (passfile(tmp_path, text="short\n"), "it is shorter than 8 characters"),
                             (("file", str(tmp_path / "missing")), "passphrase-file: cannot read")):
-        result = senv.render([f"path={path},size=16M,encrypt=yes"], passphrase=source)
-        with pytest.raises(UsageError, match=message) as exc:
-            senv.apply(result, senv.plan(result, tmp_path))
-        assert "rolled back what this run did" in str(exc.value)
-        assert senv.snapshot() == before and not (tmp_path / senv.name).exists()
+        with pytest.raises(UsageError, match=message):
+            senv.render([f"path={path},size=16M,encrypt=yes"], passphrase=source)
+    result = senv.render([f"path={path},size=16M,encrypt=yes"], passphrase=passfile(tmp_path, text="short\n"))
+    with pytest.raises(UsageError, match="it is shorter than 8 characters") as exc:
+        senv.apply(result, senv.plan(result, tmp_path))
+    assert "rolled back what this run did" in str(exc.value)
+    assert senv.snapshot() == before and not (tmp_path / senv.name).exists()
 
 
 def test_a_secret_for_the_disk_left_or_foreign(senv, tmp_path):

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from vscen import __version__
+from vscen.cli import common
 from vscen.cli.common import STATE, err, loaded
 
 HELP = "Prepare a KVM host and a libvirt guest for a scenario: secure-vm, desktop, computation..."
@@ -82,6 +83,9 @@ def _command_app(command):
         module, _, attr = app.partition(":")
         app = getattr(importlib.import_module(module), attr)
     return app() if callable(app) and not isinstance(app, typer.Typer) else app
+
+
+common.APP["build"] = build_app
 
 
 def __getattr__(name: str):

@@ -21,6 +21,9 @@ HostFactsOpt = Annotated[Optional[list[Path]], typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 _loaded: dict = {}
+#: builds the whole command line (set by ``vscen.cli``): the shell runs commands in-process
+#: through it, without importing the package that starts the shell
+APP: dict = {"build": None}
 
 
 def err(text: str) -> None:
@@ -36,6 +39,11 @@ def loaded(config: Path | None = None):
 
         _loaded[key] = load(config)
     return _loaded[key]
+
+
+def app():
+    """The ``vscen`` Typer app for the default configuration."""
+    return APP["build"]()
 
 
 def registry(config: Path | None = None):

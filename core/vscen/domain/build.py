@@ -6,9 +6,13 @@ recorded without plugins having to pass their name around.
 
 from __future__ import annotations
 
-from vscen.context import Context
+from typing import TYPE_CHECKING
+
 from vscen.domain.model import Domain
-from vscen.errors import PluginError
+from vscen.errors import PluginError, VscenError
+
+if TYPE_CHECKING:
+    from vscen.context import Context
 
 
 def build(ctx: Context) -> Domain:
@@ -25,10 +29,12 @@ def build(ctx: Context) -> Domain:
             with domain.writer(item.name, item.kind):
                 try:
                     fn(domain, ctx)
-                except Exception as exc:
-                    plugin = ctx.registry.plugin_of(item.name) if ctx.registry else "?"
+                except VscenError:
+                    raise  # the plugin refuses, with a message for the user
+                except Exception as exc:  # a bug in the plugin: say whose
+                    who = ctx.registry.describe(item.name, item.kind) if ctx.registry else "plugin '?'"
                     raise PluginError(
-                        f"{item.kind} '{item.name}' (plugin '{plugin}') failed in {phase}: "
+                        f"{item.kind} '{item.name}' of {who} failed in {phase}: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
     apply_settings(domain, ctx)

@@ -6,7 +6,7 @@ as a pytest plugin). Every test but the first passes the module in-process
 """
 
 import pytest
-from vscen.errors import RulesError
+from vscen import RulesError
 
 import vscen_example
 

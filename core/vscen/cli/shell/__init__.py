@@ -16,9 +16,9 @@ and the pipeline when a command needs it, so ``vscen --help`` stays lean.
 
 from __future__ import annotations
 
-from vscen.cli.shell.commands import command_help
 from vscen.cli.shell.keys import COMMAND_PARAMS, Key, key_help, key_map, keys, long_option, plugin_key, run_params
 from vscen.cli.shell.session import PROMPT, Session
+from vscen.cli.shell.util import commands_of
 
 __all__ = ["COMMAND_PARAMS", "PROMPT", "Key", "Session", "command_help", "key_help", "key_map", "keys",
            "long_option", "plugin_key", "run_params", "shell_class", "start"]
@@ -42,3 +42,9 @@ def shell_class():
         pass
 
     return VscenShell
+
+
+def command_help(cls=None) -> list[tuple[str, str]]:
+    """(usage, first sentence) of every command of the shell (or *cls*): for ``help`` and the
+    user guide."""
+    return commands_of(cls or Session)

@@ -286,7 +286,7 @@ class Commands:
 
         print("commands:")
         width = max(40, util._columns() - 1)
-        for usage, text in command_help(type(self)):
+        for usage, text in util.commands_of(type(self)):
             print(textwrap.fill(text, width=width, initial_indent=f"  {usage:<26} ", subsequent_indent=" " * 29)
                   if len(usage) <= 26 else f"  {usage}\n" + textwrap.fill(text, width=width, initial_indent=" " * 29,
                                                                          subsequent_indent=" " * 29))
@@ -350,7 +350,7 @@ class Commands:
 
         import typer.main
 
-        from vscen.cli import app
+        from vscen.cli.common import app
         from vscen.errors import VscenError
 
         try:
@@ -359,7 +359,7 @@ class Commands:
             from click.exceptions import ClickException
         try:
             with contextlib.redirect_stdout(out or sys.stdout), contextlib.redirect_stderr(err or sys.stderr):
-                code = typer.main.get_command(app).main(args=args, prog_name="vscen", standalone_mode=False)
+                code = typer.main.get_command(app()).main(args=args, prog_name="vscen", standalone_mode=False)
         except VscenError as exc:
             _error(exc)
             return False
@@ -371,17 +371,3 @@ class Commands:
             return False
         sys.stdout.flush()
         return not code
-
-
-def command_help(cls=None) -> list[tuple[str, str]]:
-    """(usage, first sentence) of every command, from the docstrings: for ``help`` and the
-    user guide."""
-    if cls is None:
-        from vscen.cli.shell.session import Session as cls
-    rows = []
-    for name in sorted(n for n in dir(cls) if n.startswith("do_") and n not in ("do_EOF", "do_exit")):
-        doc = _dedent(getattr(cls, name).__doc__)
-        usage, _, text = doc.partition("\n\n")
-        first = " ".join(text.split()).split(". ")[0].rstrip(".") + "."
-        rows.append((usage.strip(), first))
-    return rows

@@ -119,9 +119,9 @@ def run_params() -> dict[str, Any]:
     """The parameters of ``vscen run``, by name (Typer's own Click parameters)."""
     import typer.main
 
-    from vscen.cli import app
+    from vscen.cli.common import app
 
-    return {p.name: p for p in typer.main.get_command(app).commands["run"].params}
+    return {p.name: p for p in typer.main.get_command(app()).commands["run"].params}
 
 
 def long_option(param: str) -> str:

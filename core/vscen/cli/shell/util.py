@@ -151,3 +151,14 @@ def _columns() -> int:
     import shutil
 
     return shutil.get_terminal_size((100, 24)).columns
+
+
+def commands_of(cls) -> list[tuple[str, str]]:
+    """(usage, first sentence) of every ``do_*`` command of *cls*, from the docstrings."""
+    rows = []
+    for name in sorted(n for n in dir(cls) if n.startswith("do_") and n not in ("do_EOF", "do_exit")):
+        doc = _dedent(getattr(cls, name).__doc__)
+        usage, _, text = doc.partition("\n\n")
+        first = " ".join(text.split()).split(". ")[0].rstrip(".") + "."
+        rows.append((usage.strip(), first))
+    return rows

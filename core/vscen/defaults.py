@@ -1,0 +1,20 @@
+"""Setting defaults as plugins read them, by flat key (``"disk.size"``): vscen's own and what
+a scenario recommends, so that a plugin can tell a value the user chose from a default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vscen.settings import BUILTIN, flatten
+
+
+def builtin_default(key: str) -> Any:
+    """vscen's own default of setting *key* (``builtin_default("disk.size") == "20GiB"``), as
+    a user would write it; None where vscen has none."""
+    return BUILTIN.get(key)
+
+
+def scenario_defaults(scenario) -> dict[str, Any]:
+    """The settings *scenario* recommends (``Scenario.defaults``) by flat key:
+    ``{"disk": {"format": "raw"}}`` -> ``{"disk.format": "raw"}``."""
+    return flatten(dict(scenario.defaults))
