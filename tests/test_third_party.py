@@ -128,11 +128,17 @@ def test_the_example_plugin_installed_listed_used_tested_and_uninstalled(tmp_pat
     assert {k: info[k] for k in ("name", "distribution", "version", "module", "status", "reason")} == {
         "name": "example", "distribution": "vscen-example", "version": "1.0.0", "module": "vscen_example",
         "status": "loaded", "reason": ""}
-    assert info["registers"] == {"features": ["low-priority"], "scenarios": ["build-box"]}
-    assert info["hooks"] == ["vscen_register_features", "vscen_register_scenarios"]
+    assert info["registers"] == {"features": ["low-priority"], "scenarios": ["build-box"], "settings": ["cpu_shares"],
+                                 "facts": ["example.load"], "commands": ["example"]}
+    assert info["hooks"] == ["vscen_register_commands", "vscen_register_facts", "vscen_register_features",
+                             "vscen_register_scenarios", "vscen_register_settings"]
     assert plugins["storage"]["distribution"] == "vscen" and plugins["storage"]["status"] == "loaded"
     text = venv.vscen("plugins").stdout
-    assert "example (vscen-example 1.0.0) loaded: features: low-priority; scenarios: build-box" in text
+    assert ("example (vscen-example 1.0.0) loaded: commands: example; facts: example.load; features: low-priority; "
+            "scenarios: build-box; settings: cpu_shares") in text
+    # its option, its command and its fact, which 'vscen host snapshot' records
+    assert "--cpu-shares SHARES" in venv.vscen("run", "--help").stdout
+    assert "example" in venv.vscen("--help").stdout
 
     # used
     out = tmp_path / "out"
@@ -151,7 +157,7 @@ def test_the_example_plugin_installed_listed_used_tested_and_uninstalled(tmp_pat
     # its own tests pass against the installed vscen and the installed plugin
     proc = venv.pytest(cwd=example)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "11 passed" in proc.stdout
+    assert "14 passed" in proc.stdout
 
     # uninstalled: gone
     venv.pip("uninstall", "-y", "vscen-example")
@@ -160,6 +166,7 @@ def test_the_example_plugin_installed_listed_used_tested_and_uninstalled(tmp_pat
     assert not any("vscen-example" == p["distribution"] for p in plugins.values())
     proc = venv.vscen("run", "build-box", "--dry-run", "--connect", "test:///default")
     assert proc.returncode == 2 and "unknown scenario 'build-box'" in proc.stderr
+    assert "--cpu-shares" not in venv.vscen("run", "--help").stdout
 
 
 # -- disabling by name: the environment and the config files -----------------------------------

@@ -5,10 +5,17 @@ as a pytest plugin). Every test but the first passes the module in-process
 ``pytest --vscen-regen`` rewrites tests/golden/ after a deliberate change: review the diff.
 """
 
-import pytest
-from vscen import RulesError
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import vscen_example
+
+from vscen import RulesError, UsageError
+from vscen.testing import host_files
 
 HOSTS = ("amd-sev", "kvm", "local-tcg")
 
@@ -18,8 +25,10 @@ def test_the_installed_plugin_loads(vscen_plugins):
     info = loaded.info("example")
     assert (info.status, info.reason) == ("loaded", "")
     assert (info.distribution, info.module) == ("vscen-example", "vscen_example")
-    assert info.registers == {"features": ["low-priority"], "scenarios": ["build-box"]}
-    assert info.hooks == ["vscen_register_features", "vscen_register_scenarios"]
+    assert info.registers == {"features": ["low-priority"], "scenarios": ["build-box"], "settings": ["cpu_shares"],
+                              "facts": ["example.load"], "commands": ["example"]}
+    assert info.hooks == ["vscen_register_commands", "vscen_register_facts", "vscen_register_features",
+                          "vscen_register_scenarios", "vscen_register_settings"]
     assert loaded.registry.plugin_of("build-box") == "example"
 
 
@@ -83,3 +92,49 @@ def test_low_priority_adds_to_any_guest(vscen_render, vscen_validate):
     assert result.resolution.why == {"low-priority": "chosen", "storage": "chosen"}
     assert "<shares>256</shares>" in result.xml
     vscen_validate(result.xml)
+
+
+# -- the plugin's own setting, host fact and command ------------------------------------------
+
+
+def test_the_cpu_shares_setting(vscen_render):
+    result = vscen_render("build-box", plugins=[vscen_example], cpu_shares="128")
+    assert "<shares>128</shares>" in result.xml and result.settings.source("cpu_shares") == "option"
+    with pytest.raises(UsageError, match="cpu_shares: '1' is not a whole number of CPU shares from 2 to 262144"):
+        vscen_render("build-box", plugins=[vscen_example], cpu_shares="1")
+
+
+def test_the_load_fact_is_replayed_from_a_snapshot(vscen_render, tmp_path):
+    """A recorded host has no load: no note. A snapshot that recorded a busy host replays it."""
+    assert not any("busy" in n for n in vscen_render("build-box", plugins=[vscen_example]).ctx.notes)
+    [recorded] = host_files("amd-sev")
+    busy = json.dumps({"load1": 40.0, "cpus": 16})
+    snapshot = tmp_path / "busy.xml"
+    snapshot.write_text(recorded.read_text().replace(
+        "</hostFacts>", f'<facts><fact name="example.load">{busy}</fact></facts></hostFacts>'))
+    result = vscen_render("build-box", plugins=[vscen_example], host=str(snapshot))
+    assert result.ctx.host.fact("example.load") == {"load1": 40.0, "cpus": 16}
+    assert "build-box: the host is busy (load 40.0 on 16 CPUs): builds will be slow" in result.ctx.notes
+
+
+def test_the_describe_command_on_a_guest_vscen_made(tmp_path):
+    """``vscen example describe`` on the real command line, the plugin loaded from this
+    directory (VSCEN_PLUGIN_PATH) whether installed or not."""
+    env = dict(os.environ, VSCEN_PLUGIN_PATH=str(Path(__file__).resolve().parents[1]),
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.pop("LIBVIRT_DEFAULT_URI", None)
+
+    def vscen(*args):
+        return subprocess.run([sys.executable, "-m", "vscen.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    out = str(tmp_path / "out")
+    made = vscen("run", "build-box", "--connect", "test:///default", "--output", out, "--disk", "none",
+                 "--network", "none", "--cpu-shares", "512")
+    assert made.returncode == 0, made.stderr
+    shown = vscen("example", "describe", "build-box", "--output", out)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:2] == ["build-box: build box: 8 vCPUs, 16384 MiB, made by vscen-example",
+                                             "  cpu shares 512, block I/O weight 200"]
+    refused = vscen("example", "describe", "other", "--output", out)
+    assert refused.returncode == 2 and "example describe: vscen made no guest 'other' here" in refused.stderr
