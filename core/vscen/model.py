@@ -45,6 +45,9 @@ class Rules:
     validators: tuple[str, ...] = ()
     #: host actions (by name) that prepare the host for this item
     host_actions: tuple[str, ...] = ()
+    #: host facts (``vscen.FactProvider`` names) this item, its validators and actions read:
+    #: the facts stage reads only the facts the chosen items name
+    facts: tuple[str, ...] = ()
     #: what it sets and why, for ``vscen list`` and the generated docs
     details: str = ""
 
@@ -225,8 +228,9 @@ class FactProvider:
     ``--host-facts`` replays it: builds read facts, never the live host. With recorded host
     facts that lack it, ``read`` runs with no connection.
 
-    Providers run in registration order, each seeing the facts read before it
-    (``probe.host.fact(...)``). One that raises, or returns what JSON cannot hold, is reported
+    A provider runs only where a chosen feature or scenario names its fact in ``facts`` (and
+    for ``vscen host snapshot``, which records them all), in registration order, each seeing
+    the facts read before it (``probe.host.fact(...)``). One that raises, or returns what JSON cannot hold, is reported
     as a warning naming the fact and the plugin, and its fact is ``None``; only a vscen
     error (``vscen.UsageError``, ``vscen.LibvirtError``: what the user gave cannot be read, a
     ``--peer`` file that does not exist) stops the run, as it does anywhere.
@@ -238,8 +242,10 @@ class FactProvider:
     read: Callable[[Any], Any] = field(compare=False)
     #: an example of what ``read`` returns, for the plugin guide
     example: Any = field(default=None, compare=False)
-    #: a note for the user where the fact was read (not None) but no chosen feature asked for
-    #: it: the fact comes from a setting the guest then ignores ("--peer: ... ignored")
+    #: the setting the fact is read from (``"peers"``), if any: when the user gives it and no
+    #: chosen item names the fact, the user is told ``unused``
+    setting: str = ""
+    #: that note ("--peer: no chosen scenario or feature looks at other hosts; ignored")
     unused: str = ""
 
     kind = "fact"

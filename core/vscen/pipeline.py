@@ -82,7 +82,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     settings, connect = request_settings(request, reg, resolution, rule_problems)
 
-    facts, connection = _facts(request, connect, settings, reg, pm)
+    facts, connection = _facts(request, connect, settings, reg, pm, resolution.facts())
     arch = settings.arch or facts.arch
     bad_arch = [f"{i.kind} '{i.name}' supports {', '.join(i.arches)}, not {arch}"
                 for i in resolution.items if i.arches and arch not in i.arches]
@@ -104,7 +104,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     domain = build(ctx)
     from vscen.host.providers import unused_notes
 
-    for note in unused_notes(facts, reg):
+    for note in unused_notes(settings, reg, resolution.facts()):
         ctx.note(note)
     customised = domain.customise(request.sets)
     raise_all(RulesError, "plugins set different values on the same XML path", domain.conflicts())
@@ -178,10 +178,10 @@ def _is_local(uri: str) -> bool:
     return not urlparse(uri).hostname
 
 
-def _facts(request: Request, connect: str | None, settings, reg=None, pm=None):
+def _facts(request: Request, connect: str | None, settings, reg=None, pm=None, names=()):
     """Host facts and the connection the guest is for: the core's facts (a live probe,
     recorded files, or the reference host of the embedded driver), then the plugins' facts
-    (``vscen.host.providers``) where *reg* is given."""
+    named in *names* (``vscen.host.providers``) where *reg* is given."""
     from vscen.host import facts as hf
     from vscen.host.connect import EMBEDDED_URI, open_connection
 
@@ -203,7 +203,7 @@ def _facts(request: Request, connect: str | None, settings, reg=None, pm=None):
         from vscen.host.providers import read_provided
 
         try:
-            facts = read_provided(facts, reg, settings=settings, connection=read_from, pm=pm)
+            facts = read_provided(facts, reg, settings=settings, connection=read_from, pm=pm, names=names)
         except BaseException:
             connection.close()
             raise

@@ -148,6 +148,9 @@ def declaration_problems(reg: Registry) -> dict[str, list[str]]:
         for a in item.host_actions:
             if a not in reg.host_actions:
                 bad.append(f"{item.kind} '{name}' names unknown host action '{a}'")
+        for f in item.facts:
+            if f not in reg.facts:
+                bad.append(f"{item.kind} '{name}' names unknown host fact '{f}'")
         reached = _closure(items, name)
         if name in reached:
             bad.append(f"{item.kind} '{name}' implies itself (a cycle)")

@@ -48,6 +48,10 @@ class Resolution:
     def host_actions(self) -> list[str]:
         return list(dict.fromkeys(a for i in self.items for a in i.host_actions))
 
+    def facts(self) -> list[str]:
+        """Host facts (providers' names) the resolved items read, once each."""
+        return list(dict.fromkeys(f for i in self.items for f in i.facts))
+
 
 def suggest(name: str, known) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)

@@ -465,6 +465,7 @@ CPU_BASELINE = Feature(
     details="<cpu mode='custom' match='exact' check='partial'><model fallback='forbid'>: libvirt's "
             "migratable baseline of every host's host-model on a live host, else the newest model "
             "every host's domain capabilities mark usable (or kvm64 with x86-64-vN features)",
+    facts=(PEERS, BASELINE),
     apply=apply_cpu_baseline,
 )
 
@@ -491,6 +492,7 @@ EASY_MIGRATION = Scenario(
         Conflict("launch-security", "libvirt cannot live-migrate a confidential (SEV, TDX) guest"),
     ),
     validators=("live-migration",),
+    facts=(PEERS,),
 )
 
 VALIDATORS = (
@@ -520,7 +522,7 @@ FACTS = (
         example=[{"source": "qemu+ssh://kvm7/system",
                   "documents": ["<hostFacts libvirtVersion='10.0.0'><capabilities>...</capabilities>"
                                 "<domainCapabilities>...</domainCapabilities></hostFacts>"]}],
-        unused="--peer: no chosen scenario or feature looks at other hosts; ignored"),
+        setting="peers", unused="--peer: no chosen scenario or feature looks at other hosts; ignored"),
     FactProvider(
         name=BASELINE, read=read_baseline,
         summary="libvirt's migratable baseline CPU of this host and the --peer hosts, and what "

@@ -427,6 +427,7 @@ FEATURES = (
                             "device could reach it only through unencrypted bounce buffers, and trusted "
                             "device assignment (SEV-TIO, TDX Connect) is not offered by libvirt"),),
         validators=(FEATURE,),
+        facts=(DEVICES,),
         apply=apply,
         details="One <hostdev mode='subsystem'> per --hostdev: type='pci' managed='yes' with "
                 "<source><address domain bus slot function/></source> (found by address or "

@@ -317,6 +317,7 @@ FEATURES = (
         category="video",
         implies=("video-virtio",),
         conflicts=(HEADLESS,),
+        facts=(RENDER_NODES, DISPLAY_MODULES),
         finish=finish_video,
         details="<acceleration accel3d='yes'/> on the virtio GPU and a <graphics "
                 "type='egl-headless'/> display (rendering on the host GPU, shown through spice "

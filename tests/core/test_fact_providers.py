@@ -12,7 +12,7 @@ import pytest
 from coresupport import Plug, load_tests_conftest
 from lxml import etree
 
-from vscen import FactProvider, Feature, Scenario, UsageError, hookimpl
+from vscen import FactProvider, Feature, Scenario, Setting, UsageError, hookimpl
 from vscen.host.facts import HostFacts, load_files, reference, snapshot
 from vscen.pipeline import Request, render
 
@@ -35,7 +35,7 @@ def describe_facts(*names):
     """A feature writing the facts *names* into the description, as JSON."""
     def apply(domain, ctx):
         domain.ensure("description").text(json.dumps({n: ctx.host.fact(n) for n in names}, sort_keys=True))
-    return Feature(name="show-facts", summary="facts in the description", apply=apply)
+    return Feature(name="show-facts", summary="facts in the description", apply=apply, facts=names)
 
 
 def run(plugins, names=(), **kw):
@@ -116,16 +116,34 @@ def test_a_provider_raising_a_usage_error_stops_the_run():
         raise UsageError("--thing: 'x' cannot be read")
 
     with pytest.raises(UsageError, match="--thing: 'x' cannot be read"):
-        run([("a", FactPlug(provider("a.fact", read)))])
+        run([("a", FactPlug(provider("a.fact", read)))], names=("a.fact",))
 
 
-def test_a_fact_read_but_never_asked_for_gives_the_providers_note():
-    plugins = [("a", FactPlug(provider("a.fact", lambda p: [1], unused="--thing: nobody looks at it; ignored"),
-                              provider("a.other", lambda p: None, unused="never: the fact is unknown")))]
-    result, _ = run(plugins)
+class ThingPlug(FactPlug):
+    """A provider reading its plugin's setting 'thing'."""
+
+    @hookimpl
+    def vscen_register_settings(self, register):
+        register(Setting(name="thing", repeatable=True, help="Things to read."))
+
+
+def test_only_the_facts_the_chosen_items_name_are_read():
+    read = []
+    plugins = [("a", FactPlug(provider("a.fact", lambda p: read.append("a.fact") or [1]),
+                              provider("a.other", lambda p: read.append("a.other") or [2])))]
+    result, shown = run(plugins, names=("a.fact",))
+    assert read == ["a.fact"] and shown == {"a.fact": [1]}
+    assert "a.other" not in result.ctx.host.extra
+
+
+def test_a_setting_whose_fact_no_chosen_item_reads_gives_the_providers_note():
+    plugins = [("a", ThingPlug(provider("a.fact", lambda p: list(p.settings.thing), setting="thing",
+                                        unused="--thing: nobody looks at it; ignored")))]
+    result, _ = run(plugins, options={"name": "facts", "thing": ["x"]})
     assert "--thing: nobody looks at it; ignored" in result.ctx.notes
-    assert "never: the fact is unknown" not in result.ctx.notes
-    result, _ = run(plugins, names=("a.fact",))
+    result, shown = run(plugins, names=("a.fact",), options={"name": "facts", "thing": ["x"]})
+    assert "--thing: nobody looks at it; ignored" not in result.ctx.notes and shown == {"a.fact": ["x"]}
+    result, _ = run(plugins)  # not given: nothing to say
     assert "--thing: nobody looks at it; ignored" not in result.ctx.notes
 
 

@@ -352,7 +352,7 @@ def check(
     settings, uri = pipeline.request_settings(request, reg, resolution)
     # the same facts and connection as 'vscen run': recorded files check on the embedded driver
     before = len(pm.notes)
-    facts, connection = pipeline._facts(request, uri, settings, reg, pm)
+    facts, connection = pipeline._facts(request, uri, settings, reg, pm, resolution.facts())
     for line in pm.notes[before:]:  # fact providers that failed
         err(f"warning: {line}")
     try:

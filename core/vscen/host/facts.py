@@ -119,13 +119,10 @@ class HostFacts:
     local: LocalFacts | None = None
     #: the plugins' facts (``vscen.FactProvider``), by provider name: plain JSON-able data
     extra: dict[str, Any] = field(default_factory=dict)
-    #: the names ``fact()`` was asked for (so the core can tell a fact nobody used)
-    asked: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def fact(self, name: str, default: Any = None) -> Any:
         """The fact a plugin's provider read (``vscen.FactProvider``), or *default* where it was
         not read (a recorded host without it) or the provider could not tell."""
-        self.asked.add(name)
         value = self.extra.get(name)
         return default if value is None else value
 

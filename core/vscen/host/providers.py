@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 
 def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: Any = None,
-                  pm=None) -> HostFacts:
-    """*facts* with the facts of every provider in *reg* (``Registry.facts``) that *facts*
-    lacks. *connection*: the open connection the facts were read from (None for recorded
+                  pm=None, names=None) -> HostFacts:
+    """*facts* with the facts of the providers in *reg* (``Registry.facts``) that *facts*
+    lacks: those named in *names* (the chosen items' ``facts``), or every one (None: a
+    snapshot). *connection*: the open connection the facts were read from (None for recorded
     hosts); a provider that fails is a line in *pm*'s warnings (``pm.notes``)."""
     from vscen.host.facts import FactProbe
 
@@ -31,8 +32,9 @@ def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: An
         return out
     local = bool(connection is not None and connection.is_local and not connection.is_test)
     probe = FactProbe(host=out, settings=settings, connection=connection, local=local)
+    wanted = None if names is None else set(names)
     for name, provider in reg.facts.items():
-        if name in extra:  # recorded: replayed as it was read
+        if name in extra or (wanted is not None and name not in wanted):  # recorded, or not needed
             continue
         try:
             value = plain(provider.read(probe))
@@ -45,7 +47,6 @@ def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: An
             value = None
         if value is not None:  # unknown facts are absent, as in a snapshot
             extra[name] = value
-    out.asked.clear()  # what providers asked of each other is not a feature's use
     return out
 
 
@@ -69,7 +70,8 @@ def _who(reg, pm, name: str) -> str:
     return f"plugin '{plugin}'" + (f" from {info.distribution} {info.version}" if info else "")
 
 
-def unused_notes(facts: HostFacts, reg) -> list[str]:
-    """The ``unused`` notes of providers whose fact was read but that no feature asked for."""
+def unused_notes(settings, reg, names) -> list[str]:
+    """The ``unused`` notes of providers whose setting the user gave but whose fact no chosen
+    item names (*names*)."""
     return [p.unused for name, p in reg.facts.items()
-            if p.unused and facts.extra.get(name) is not None and name not in facts.asked]
+            if p.unused and p.setting and settings.get(p.setting) and name not in names]

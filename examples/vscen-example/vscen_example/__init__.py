@@ -85,6 +85,7 @@ BUILD_BOX = Scenario(
     conflicts=(Conflict("graphics", "a build box is headless: use 'virsh console'"),),
     arches=("x86_64",),  # machine q35
     validators=("kvm",),  # warns on a host without KVM: builds under TCG are very slow
+    facts=(LOAD,),  # read at the facts stage only where a build box is chosen
     apply=_describe,
 )
 
