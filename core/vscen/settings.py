@@ -207,7 +207,58 @@ def load_config(path: Path, required: bool) -> dict[str, Any]:
         raise UsageError(f"config {path}: cannot read it ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not valid TOML ({exc})") from None
-    return flatten(data)
+    except UnicodeDecodeError:
+        raise UsageError(f"config {path}: not UTF-8 text (a TOML file is UTF-8)") from None
+    except RecursionError:
+        raise UsageError(f"config {path}: nested too deeply to be a vscen config") from None
+    values = flatten(data)
+    for key, value in values.items():
+        problem = _config_type_problem(key, value)
+        if problem:
+            raise UsageError(f"{key}: {_shown(value)} in config {path} {problem}")
+    return values
+
+
+#: the core's keys and the TOML types each takes (plugins' keys are checked by their Setting)
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "memory": (str, int), "vcpu": (int, str), "machine": (str,), "boot": (str, list),
+    "arch": (str,), "virt_type": (str,), "firmware": (str,), "cdrom": (str,), "network": (str,),
+    "graphics": (str,), "connect": (str,), "output": (str,), "transient": (bool, str),
+    "disk.size": (str, int), "disk.cluster_size": (str, int),
+}
+_TYPE_NAMES = {str: "a string", int: "a whole number", list: "a list of strings", bool: "true or false"}
+
+
+#: what no setting may hold: control characters, and lone surrogates (what Python makes of a
+#: command line's bytes that are not UTF-8)
+_NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
+def _check_text(key: str, value: Any) -> None:
+    """A UsageError where a string of *value* (or of its list) is not plain text."""
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+        if isinstance(item, str) and _NOT_TEXT.search(item):
+            raise UsageError(f"{key}: {item!r:.80} holds characters that are not text (control characters, "
+                             "or bytes that are not UTF-8)")
+
+
+def _config_type_problem(key: str, value: Any) -> str:
+    """Why *value* cannot be the config key *key* ('' where it can): the core's keys take
+    strings (some numbers), and nothing nests deeper than a table of lists of values."""
+    if key.startswith("disk.") and key not in _CONFIG_TYPES:
+        types: tuple[type, ...] = (str, bool, int)
+    else:
+        types = _CONFIG_TYPES.get(key, ())
+    if types:
+        if isinstance(value, bool) and bool not in types:
+            return "must be " + " or ".join(_TYPE_NAMES[t] for t in types)
+        if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+            return "must be " + " or ".join(_TYPE_NAMES[t] for t in types)
+    if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
+        return "must be a value or a list of values, not nested lists or tables"
+    if isinstance(value, dict):
+        return "must be a value, not a table"
+    return ""
 
 
 def config_layers(explicit: Path | None) -> list[tuple[str, dict[str, Any]]]:
@@ -362,6 +413,11 @@ def build_settings(
     *declared* are the plugins' settings (``vscen.Setting``) by name.
     """
     declared = declared or {}
+    for _label, layer in layers:
+        for key, value in layer.items():
+            _check_text(key, value)
+    for spec in disks or ():
+        _check_text("disk", spec)
     values: dict[str, Any] = dict(BUILTIN)
     sources = {k: "default" for k in values}
     conflicts = []

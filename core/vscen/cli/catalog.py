@@ -109,11 +109,13 @@ def validate(
     from vscen.validate import Support, run_domain_validators, schema_errors
 
     try:
-        text = file.read_text()
+        text = file.read_bytes().decode("utf-8")
         root = etree.fromstring(text.encode())
     except OSError as exc:
         raise UsageError(f"validate: cannot read '{file}' ({exc.strerror})") from None
-    except etree.XMLSyntaxError as exc:
+    except UnicodeDecodeError:
+        raise UsageError(f"validate: '{file}' is not UTF-8 text (libvirt's XML is UTF-8)") from None
+    except (etree.XMLSyntaxError, ValueError) as exc:
         raise UsageError(f"validate: '{file}' is not well-formed XML ({exc})") from None
     reg = registry()
     errors = schema_errors(text)

@@ -162,9 +162,15 @@ def _int(where: str | Path) -> int | None:
         return None
 
 
+#: the highest CPU number a list may hold (the kernel's NR_CPUS is at most 8192 today): a list
+#: read from a file is bounded, so '0-9999999999' is refused rather than filling the memory
+MAX_CPU = 65535
+
+
 def parse_cpulist(text: str | None) -> tuple[int, ...]:
     """The kernel's CPU list syntax: ``2-7,10`` -> (2, 3, 4, 5, 6, 7, 10); ``""`` and
-    ``(null)`` (nohz_full with none) -> ()."""
+    ``(null)`` (nohz_full with none) -> (). A CPU above :data:`MAX_CPU` or a range running
+    backwards is a ValueError; parts that are not numbers are passed over."""
     cpus: set[int] = set()
     for part in (text or "").replace("(null)", "").split(","):
         part = part.strip()
@@ -175,6 +181,8 @@ def parse_cpulist(text: str | None) -> tuple[int, ...]:
             lo, hi = int(first), int(last or first)
         except ValueError:
             continue
+        if not 0 <= lo <= hi <= MAX_CPU:
+            raise ValueError(f"CPU list '{part}' is not a range of CPUs from 0 to {MAX_CPU}")
         cpus.update(range(lo, hi + 1))
     return tuple(sorted(cpus))
 
