@@ -194,6 +194,9 @@ class Setting:
     check: Callable[[Any, Any], None] | None = field(default=None, compare=False)
     #: the ``vscen run`` option; default ``--NAME`` with '_' and '.' as '-'
     option: str = ""
+    #: features (or scenarios) the setting brings in when it is given (``--filesystem`` adds
+    #: host-filesystem): "implied by --NAME"
+    implies: tuple[str, ...] = ()
     #: the option's value placeholder in ``--help`` ("URI", "FILE", "DIR": the shell completes
     #: a file or directory name)
     metavar: str = ""

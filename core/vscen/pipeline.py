@@ -81,6 +81,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
         resolution, rule_problems = None, exc.problems
 
     settings, connect = request_settings(request, reg, resolution, rule_problems)
+    resolution = _implied_by_settings(request, reg, resolution, settings)
 
     facts, connection = _facts(request, connect, settings, reg, pm, resolution.facts())
     arch = settings.arch or facts.arch
@@ -93,6 +94,8 @@ def render(request: Request, keep_connection: bool = True) -> Result:
                   uri=connection.uri if connection else "", connection=connection,
                   force=request.force)
     ctx.notes.extend(facts.notes)
+    ctx.notes.extend(settings.notes)
+    _check_machine(settings, facts)
     if settings.virt_type is None and not facts.kvm:
         ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
 
@@ -170,6 +173,45 @@ def run_host_validators(ctx, reg, names: list[str]) -> list:
             continue
         checks.extend(run_validator(ctx, v, reg))
     return checks
+
+
+def _implied_by_settings(request: Request, reg, resolution, settings):
+    """The resolution with the features the given settings imply (``Setting.implies``: a
+    ``--filesystem`` brings host-filesystem), or the same one where none is missing."""
+    from vscen.resolve import resolve
+
+    wanted: dict[str, str] = {}
+    for name, setting in sorted(reg.settings.items()):
+        value = settings.get(name)
+        if not setting.implies or value in (None, False, (), setting.default):
+            continue
+        for item in setting.implies:
+            if item in request.remove:
+                raise RulesError(f"{setting.cli_option} needs {item}, which --feature -{item} removes")
+            if not resolution.has(item):
+                wanted.setdefault(item, setting.cli_option)
+    if not wanted:
+        return resolution
+    implied = resolve(reg, request.scenarios, [*request.add, *wanted], request.remove)
+    for item, option in wanted.items():
+        implied.why[item] = f"implied by {option}"
+    return implied
+
+
+def _check_machine(settings, facts) -> None:
+    """A machine type the host does not offer for the guest's arch is refused here, with what
+    it offers, rather than by libvirt at define time."""
+    if not settings.machine or not facts.machines or (settings.arch and settings.arch != facts.arch):
+        return
+    offered = {m.name for m in facts.machines}
+    if settings.machine not in offered:
+        from vscen.resolve import suggest
+
+        aliases = sorted(facts.machine_aliases)
+        names = aliases + [m.name for m in reversed(facts.machines) if not m.deprecated and m.name not in aliases]
+        more = f" and {len(names) - 10} more ('vscen host')" if len(names) > 10 else ""
+        raise HostError(f"machine: '{settings.machine}' is not offered by {facts.source} for {facts.arch}"
+                        f"{suggest(settings.machine, offered)}; it offers {', '.join(names[:10])}{more}")
 
 
 def _is_local(uri: str) -> bool:

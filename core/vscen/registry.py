@@ -180,6 +180,11 @@ def _drop_inconsistent(reg: Registry, pm: PluginManager) -> None:
     while True:
         for name, bad in declaration_problems(reg).items():
             pm.mark_broken(reg.owner[("items", name)], "; ".join(bad))
+        for name, setting in reg.settings.items():
+            unknown = [i for i in setting.implies if reg.item(i) is None]
+            if unknown:
+                pm.mark_broken(reg.owner[("settings", name)],
+                               f"setting '{name}' implies unknown '{unknown[0]}'")
         gone = [key for key, p in reg.owner.items() if pm.infos[p].status == "broken"]
         if not gone:
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,12 @@ CORE_KEYS = frozenset({
 #: the core's disk keys; plugins add their own (``vscen.Setting`` named ``disk.KEY``)
 DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard", "backing",
              "preallocation", "cluster_size", "lazy_refcounts")
+#: the memory a guest may have, in KiB: below 16 MiB no firmware and kernel start; above 64 TiB
+#: no x86 or arm host QEMU runs on has it
+MIN_MEMORY_KIB = 16 * 1024
+MAX_MEMORY_KIB = 64 * 1024**3
+#: the disk caches that bypass the host's page cache (O_DIRECT), which io='native' needs
+DIRECT_CACHES = ("none", "directsync")
 #: built-in defaults; scenarios override them, users override scenarios
 BUILTIN: dict[str, Any] = {
     "memory": "2GiB", "vcpu": 2, "network": "network=default", "disk.size": "20GiB",
@@ -150,6 +156,8 @@ class Settings:
     extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: key -> where its value came from ("default", "scenario desktop", "option", "config ...")
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    #: what the settings decided for the user ("disk 1: io=threads, since ..."), shown as notes
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __getattr__(self, name: str):
         return _extra(self, name, "setting")
@@ -453,8 +461,9 @@ def build_settings(
     if not values.get("name"):
         raise UsageError("name: no name given and no scenario to derive one from")
     memory = parse_size("memory", values["memory"]) // 1024
-    if memory < 1024:
-        raise UsageError(f"memory: '{values['memory']}' is too small; give at least 1MiB")
+    if not MIN_MEMORY_KIB <= memory <= MAX_MEMORY_KIB:
+        raise UsageError(f"memory: '{values['memory']}' is {'too small' if memory < MIN_MEMORY_KIB else 'too large'}; "
+                         "give from 16MiB (firmware and a kernel need that much) to 64TiB")
     try:
         # TOML gives bools and floats: refuse them rather than truncate (True -> 1, 2.7 -> 2)
         vcpu = 0 if isinstance(values["vcpu"], (bool, float)) else int(values["vcpu"])
@@ -475,11 +484,20 @@ def build_settings(
     if machine is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(machine)):
         raise UsageError(f"machine: '{machine}' is not a machine type name (q35, pc, virt, pc-q35-8.2...)")
     disk_list: list[Disk] = []
+    notes: list[str] = []
     disk_defaults = {k[5:]: v for k, v in values.items() if k.startswith("disk.")}
     for spec in disks if disks else [None]:
         d = make_disk(dict(disk_defaults), declared) if spec is None else parse_disk(spec, values, declared)
-        if d is not None:
-            disk_list.append(d)
+        if d is None:
+            continue
+        io_given = sources.get("disk.io", "default").startswith(("option", "config")) or \
+            (spec is not None and any(p.partition("=")[0].strip() == "io" for p in spec.split(",")))
+        if d.io == "native" and d.cache not in DIRECT_CACHES and not io_given:
+            # the scenario's io=native, the user's cache: io follows the cache the user chose
+            notes.append(f"disk {len(disk_list) + 1}: io=threads, since io=native needs cache=none or "
+                         f"directsync and cache={d.cache} was chosen (give --disk io=... to decide)")
+            d = replace(d, io="threads")
+        disk_list.append(d)
     if disks:
         sources["disks"] = "option"
     extras = {name: parse_declared(setting, values.get(name))
@@ -491,7 +509,7 @@ def build_settings(
         cdrom=check_path("cdrom", values["cdrom"]) if values.get("cdrom") else None,
         network=parse_network(values["network"]), graphics=values.get("graphics"),
         transient=parse_declared(_TRANSIENT, values.get("transient")),
-        extras=extras, sources=sources,
+        extras=extras, sources=sources, notes=tuple(notes),
     )
     _check_declared(settings, declared)
     return settings, problems

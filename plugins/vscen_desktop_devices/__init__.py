@@ -15,11 +15,12 @@
     resizes with the client window. vga, with a note, where the host does not offer virtio.
 
 ``audio``
-    An Intel HDA (``ich9``) sound card, which every guest OS has a driver for, wired to an
-    audio backend: ``spice`` when the display is spice, so sound reaches the spice client, else
-    ``none`` (the guest still sees a working card; nothing is played on the host). The
-    backend is derived from the settings and the host exactly as ``graphics`` derives its
-    type, because features apply in name order and ``audio`` comes before ``graphics``.
+    An Intel HDA (``ich9``) sound card, which every guest OS has a driver for, wired to the
+    ``spice`` audio backend, so sound reaches the spice client. With a vnc display (chosen, or
+    the host offers no spice) or none, no sound device and a note: libvirt routes guest sound
+    only to spice, and a card wired to ``<audio type='none'>`` plays into nothing. The display
+    is derived from the settings and the host exactly as ``graphics`` derives its type,
+    because features apply in name order and ``audio`` comes before ``graphics``.
 
 ``usb-xhci``
     A USB 3 (``qemu-xhci``) controller with 15 ports: one controller for USB 1 to 3 devices,
@@ -81,10 +82,16 @@ def apply_video(domain, ctx) -> None:
 
 
 def apply_audio(domain, ctx) -> None:
-    backend = "spice" if display(ctx) == "spice" else "none"
+    shown = display(ctx)
+    if shown != "spice":
+        # libvirt routes a guest's sound to a spice client only: a sound card behind vnc or no
+        # display would play into <audio type='none'>, a device with no output
+        ctx.note(f"audio: no sound device: {'a vnc display' if shown else 'a guest without a display'} "
+                 "carries no sound (spice does: --graphics spice)")
+        return
     devices = domain.ensure("devices")
     devices.add("sound", model="ich9").add("audio", id=1)
-    devices.add("audio", id=1, type=backend)
+    devices.add("audio", id=1, type="spice")
 
 
 def apply_xhci(domain, ctx) -> None:

@@ -45,7 +45,7 @@ def parse_filesystem(spec: str) -> Filesystem:
 
 
 SETTINGS = (
-    Setting(name="filesystem", repeatable=True, parse=parse_filesystem, metavar="SPEC",
+    Setting(name="filesystem", repeatable=True, parse=parse_filesystem, metavar="SPEC", implies=("host-filesystem",),
             spec={"source": "dir", "target": (), "readonly": ("yes", "no")},
             example="source=/srv/data,target=data,readonly=yes",
             help="Share a host directory with the guest through virtiofs: source=/DIR,target=TAG[,readonly=yes]."),

@@ -69,12 +69,14 @@ def run(
     from vscen.plan import make_plan, output_dir
 
     plan = make_plan(result, output_dir(output, config), force=force, start=start)
-    if dry_run:
-        typer.echo(result.xml, nl=False)
+    if dry_run and not json_:
+        typer.echo(result.xml, nl=False)  # with --json, the XML is a member of the JSON
     if explain:
         _print_explain(result)
     summary = _summary(result, plan)
     if dry_run:
+        if json_:
+            summary["domain_xml"] = result.xml
         _report(summary, json_, dry_run=True)
         return
     from vscen.apply import apply
