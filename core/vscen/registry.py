@@ -117,6 +117,10 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: the core's commands: a plugin's command group may not take one of these names
+CORE_COMMANDS = frozenset({"run", "destroy", "status", "list", "plugins", "rules", "validate", "shell", "host", "plugin"})
+
+
 def _bad_declaration(obj) -> str:
     """What is wrong with one declaration on its own (settings: a valid, free name)."""
     import re
@@ -130,6 +134,11 @@ def _bad_declaration(obj) -> str:
             return f"setting '{obj.name}' ({obj.cli_option}) is one of vscen's own settings"
         if obj.flag and (obj.repeatable or obj.choices):
             return f"setting '{obj.name}': a flag is neither repeatable nor a choice"
+    if isinstance(obj, Command):
+        if obj.name in CORE_COMMANDS:
+            return f"command '{obj.name}' is one of vscen's own commands"
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", obj.name):
+            return f"command '{obj.name}': a name is lower-case letters, digits and '-'"
     return ""
 
 

@@ -263,3 +263,33 @@ def test_the_shell_offers_a_plugins_settings(knobs, tmp_path):
     rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line and not line.startswith(("vscen>", " "))}
     assert rows["colour"].split()[1] == "green" and rows["debug-port"].split()[1] == "2222"
     assert rows["tag"].split()[1] == "a"
+
+
+def test_a_command_that_cannot_be_loaded_is_left_out_with_a_warning(tmp_path):
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "vscen_badcmd.py").write_text(
+        "from vscen import Command, Scenario, hookimpl\n\n"
+        "@hookimpl\ndef vscen_register_commands(register):\n"
+        "    register(Command(name='gone', summary='s', app='vscen_no_such_module:app'))\n\n"
+        "@hookimpl\ndef vscen_register_scenarios(register):\n"
+        "    register(Scenario(name='still-here', summary='s'))\n")
+    env = cli_env(VSCEN_PLUGIN_PATH=str(plugin_dir))
+    proc = vscen("list", env=env)
+    assert proc.returncode == 0 and "still-here" in proc.stdout
+    assert ("warning: plugin 'vscen_badcmd' (local: " in proc.stderr
+            and "command 'gone' cannot be loaded: ModuleNotFoundError" in proc.stderr)
+    assert "gone" not in vscen("--help", env=env).stdout
+
+
+@pytest.mark.parametrize("name,reason", [("run", "command 'run' is one of vscen's own commands"),
+                                         ("Bad Name", "command 'Bad Name': a name is lower-case")])
+def test_a_command_may_not_take_a_core_name(name, reason):
+    class Commands:
+        @hookimpl
+        def vscen_register_commands(self, register):
+            register(Command(name=name, summary="s", app="m:a"))
+
+    pm, reg = load(("cmds", Commands()))
+    assert pm.infos["cmds"].status == "broken" and pm.infos["cmds"].reason.startswith(reason)
+    assert reg.commands == {}

@@ -50,13 +50,11 @@ def shell_command(
     start(scenarios, connect)
 
 
-
-
 def build_app(config: Path | None = None) -> typer.Typer:
     """The command line for the plugins loaded with *config* (``--config``)."""
     from vscen.cli import catalog, guests, host, plugin, run
 
-    _, reg = loaded(config)
+    pm, reg = loaded(config)
     app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
                       pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(_root)
@@ -71,18 +69,31 @@ def build_app(config: Path | None = None) -> typer.Typer:
     app.add_typer(host.app, name="host")
     app.add_typer(plugin.app, name="plugin")
     for name, command in sorted(reg.commands.items()):
-        app.add_typer(_command_app(command), name=name, help=command.summary)
+        group = _command_app(command, pm, reg)
+        if group is not None:
+            app.add_typer(group, name=name, help=command.summary)
     return app
 
 
-def _command_app(command):
+def _command_app(command, pm, reg):
+    """The Typer app of a plugin's command; None, with a warning naming the plugin, where it
+    cannot be had (the plugin's other contributions keep working)."""
     app = command.app
-    if isinstance(app, str):
-        import importlib
+    try:
+        if isinstance(app, str):
+            import importlib
 
-        module, _, attr = app.partition(":")
-        app = getattr(importlib.import_module(module), attr)
-    return app() if callable(app) and not isinstance(app, typer.Typer) else app
+            module, _, attr = app.partition(":")
+            app = getattr(importlib.import_module(module), attr)
+        elif callable(app) and not isinstance(app, typer.Typer):
+            app = app()
+        if not isinstance(app, typer.Typer):
+            raise TypeError(f"{app!r:.60} is not a typer.Typer")
+    except Exception as exc:  # a plugin's command must not take the command line down
+        pm.notes.append(f"{reg.describe(command.name, 'commands')}: command '{command.name}' cannot be loaded: "
+                        f"{type(exc).__name__}: {exc}; it is left out")
+        return None
+    return app
 
 
 common.APP["build"] = build_app
