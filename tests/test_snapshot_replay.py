@@ -59,10 +59,9 @@ def outcome(proc: subprocess.CompletedProcess, host: str = "") -> dict:
     if proc.returncode != 0:
         return {"returncode": proc.returncode,
                 "errors": [neutral(line) for line in proc.stderr.splitlines() if not line.startswith("note:")]}
-    # --dry-run --json prints the domain XML, then the summary
-    split = proc.stdout.index("\n{") + 1
-    root = etree.fromstring(proc.stdout[:split].encode())
-    data = json.loads(proc.stdout[split:])
+    # --dry-run --json prints one JSON document, the domain XML in it
+    data = json.loads(proc.stdout)
+    root = etree.fromstring(data["domain_xml"].encode())
     for uuid in root.findall("uuid"):
         root.remove(uuid)
     return {"returncode": 0, "xml": etree.tostring(root, encoding="unicode"),

@@ -255,13 +255,13 @@ def test_the_user_config_disables_plugins_by_name(site, tmp_path):
 def test_a_config_given_with_config_disables_plugins_too(site, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("VSCEN_DISABLED_PLUGINS", ",".join(builtins()))
-    import vscen.settings
+    import vscen.config
     from vscen.pipeline import Request, load
 
     system = tmp_path / "etc" / "config.toml"
     system.parent.mkdir()
     system.write_text('disabled_plugins = ["fake-b"]\n')
-    monkeypatch.setattr(vscen.settings, "SYSTEM_CONFIG", system)
+    monkeypatch.setattr(vscen.config, "SYSTEM_CONFIG", system)
     mine = tmp_path / "mine.toml"
     mine.write_text('disabled_plugins = ["fake-a"]\n')
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vscen.settings import BUILTIN, flatten
+from vscen.config import flatten
+from vscen.settings import BUILTIN
 
 
 def builtin_default(key: str) -> Any:

@@ -67,6 +67,13 @@ class PluginError(VscenError):
     version."""
 
 
+def shown(value) -> str:
+    """*value* as an error message quotes it: a string in quotes, anything else as Python
+    writes it, at most 80 characters."""
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def raise_all(exc_type: type[VscenError], what: str, problems: list[str]) -> None:
     """Raise *exc_type* listing every problem at once, if there are any."""
     if not problems:

@@ -94,7 +94,7 @@ class PluginManager(pluggy.PluginManager):
 
 def disabled_plugins(extra: Iterable[str] | Mapping[str, str] = (), layers: Iterable = ()) -> dict[str, str]:
     """Plugin name -> why it is not loaded: ``VSCEN_DISABLED_PLUGINS``, then ``disabled_plugins``
-    in the config *layers* (``vscen.settings.config_layers``), then *extra* (names, or names
+    in the config *layers* (``vscen.config.config_layers``), then *extra* (names, or names
     with their reasons)."""
     reasons = {n.strip(): f"listed in {DISABLE_ENV}" for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
     for name, reason in config_disabled(layers).items():

@@ -140,7 +140,8 @@ def request_settings(request: Request, reg, resolution, rule_problems: list[str]
     """(settings, connect URI from the config files) for *request*, as ``render`` builds them:
     scenario defaults < config files < options. Raises RulesError with *rule_problems* and
     the scenarios' clashing defaults, all at once."""
-    from vscen.settings import build_settings, config_layers
+    from vscen.config import config_layers
+    from vscen.settings import build_settings
 
     layers = config_layers(request.config)
     file_conf: dict[str, Any] = {}

@@ -33,7 +33,7 @@ def default_output_dir() -> Path:
 
 def output_dir(output: Path | None, config: Path | None = None) -> Path:
     """--output, else the config files' ``output``, else the XDG data directory."""
-    from vscen.settings import config_value
+    from vscen.config import config_value
 
     value = output or config_value("output", config)
     return Path(value).expanduser() if value else default_output_dir()

@@ -25,13 +25,13 @@ def pytest_addoption(parser) -> None:
 @pytest.fixture
 def _vscen_isolated(monkeypatch, tmp_path_factory):
     """No vscen config file and no VSCEN_* variable of this machine reaches the fixtures."""
-    import vscen.settings
+    import vscen.config
 
     for name in _ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     config_home = tmp_path_factory.mktemp("vscen-config")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
-    monkeypatch.setattr(vscen.settings, "SYSTEM_CONFIG", config_home / "no-system-config.toml")
+    monkeypatch.setattr(vscen.config, "SYSTEM_CONFIG", config_home / "no-system-config.toml")
 
 
 @pytest.fixture

@@ -66,8 +66,8 @@ class Registry:
 def load(config=None, *, plugins: tuple = (), entry_points: bool = True, disabled: tuple = ()):
     """discover + register: (plugin manager, registry). The config files' ``disabled_plugins``
     are read only where entry points are discovered."""
+    from vscen.config import config_layers
     from vscen.manager import get_plugin_manager
-    from vscen.settings import config_layers
 
     layers = config_layers(config) if entry_points else ()
     pm = get_plugin_manager(plugins=plugins, entry_points=entry_points, disabled=disabled, layers=layers)

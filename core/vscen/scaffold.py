@@ -126,18 +126,18 @@ def _without_machine_config():
     """No config file and no VSCEN_* variable of this machine, for the duration."""
     import tempfile
 
-    import vscen.settings
+    import vscen.config
 
     names = ("VSCEN_DISABLED_PLUGINS", "VSCEN_PLUGIN_PATH", "LIBVIRT_DEFAULT_URI", "XDG_CONFIG_HOME")
     saved = {n: os.environ.pop(n, None) for n in names}
-    system = vscen.settings.SYSTEM_CONFIG
+    system = vscen.config.SYSTEM_CONFIG
     with tempfile.TemporaryDirectory() as empty:
         os.environ["XDG_CONFIG_HOME"] = empty
-        vscen.settings.SYSTEM_CONFIG = Path(empty) / "none.toml"
+        vscen.config.SYSTEM_CONFIG = Path(empty) / "none.toml"
         try:
             yield
         finally:
-            vscen.settings.SYSTEM_CONFIG = system
+            vscen.config.SYSTEM_CONFIG = system
             for n, v in saved.items():
                 if v is None:
                     os.environ.pop(n, None)

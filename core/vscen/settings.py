@@ -12,13 +12,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from vscen.errors import UsageError
+from vscen.config import flatten
+from vscen.declared import check_declared, parse_declared
+from vscen.errors import UsageError, shown
 from vscen.model import Setting
 
-SYSTEM_CONFIG = Path("/etc/vscen/config.toml")
 #: where disks without a path live (libvirt's default storage pool directory)
 IMAGES_DIR = "/var/lib/libvirt/images"
 
@@ -190,53 +190,6 @@ def _extra(obj, name: str, what: str):
     raise AttributeError(f"no {what} '{name}': no loaded plugin declares it (vscen.Setting)")
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        key = key.replace("-", "_")
-        if isinstance(value, dict) and key == "disk":
-            out.update(flatten(value, "disk."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
-def load_config(path: Path, required: bool) -> dict[str, Any]:
-    import tomllib
-
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        if required:
-            raise UsageError(f"--config: '{path}' does not exist") from None
-        return {}
-    except OSError as exc:
-        raise UsageError(f"config {path}: cannot read it ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config {path}: not valid TOML ({exc})") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"config {path}: not UTF-8 text (a TOML file is UTF-8)") from None
-    except RecursionError:
-        raise UsageError(f"config {path}: nested too deeply to be a vscen config") from None
-    values = flatten(data)
-    for key, value in values.items():
-        problem = _config_type_problem(key, value)
-        if problem:
-            raise UsageError(f"{key}: {_shown(value)} in config {path} {problem}")
-    return values
-
-
-#: the core's keys and the TOML types each takes (plugins' keys are checked by their Setting)
-_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "memory": (str, int), "vcpu": (int, str), "machine": (str,), "boot": (str, list),
-    "arch": (str,), "virt_type": (str,), "firmware": (str,), "cdrom": (str,), "network": (str,),
-    "graphics": (str,), "connect": (str,), "output": (str,), "transient": (bool, str),
-    "disk.size": (str, int), "disk.cluster_size": (str, int),
-}
-_TYPE_NAMES = {str: "a string", int: "a whole number", list: "a list of strings", bool: "true or false"}
-
-
 #: what no setting may hold: control characters, and lone surrogates (what Python makes of a
 #: command line's bytes that are not UTF-8)
 _NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
@@ -248,44 +201,6 @@ def _check_text(key: str, value: Any) -> None:
         if isinstance(item, str) and _NOT_TEXT.search(item):
             raise UsageError(f"{key}: {item!r:.80} holds characters that are not text (control characters, "
                              "or bytes that are not UTF-8)")
-
-
-def _config_type_problem(key: str, value: Any) -> str:
-    """Why *value* cannot be the config key *key* ('' where it can): the core's keys take
-    strings (some numbers), and nothing nests deeper than a table of lists of values."""
-    if key.startswith("disk.") and key not in _CONFIG_TYPES:
-        types: tuple[type, ...] = (str, bool, int)
-    else:
-        types = _CONFIG_TYPES.get(key, ())
-    if types:
-        if isinstance(value, bool) and bool not in types:
-            return "must be " + " or ".join(_TYPE_NAMES[t] for t in types)
-        if not isinstance(value, types) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
-            return "must be " + " or ".join(_TYPE_NAMES[t] for t in types)
-    if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
-        return "must be a value or a list of values, not nested lists or tables"
-    if isinstance(value, dict):
-        return "must be a value, not a table"
-    return ""
-
-
-def config_layers(explicit: Path | None) -> list[tuple[str, dict[str, Any]]]:
-    """(label, values) of the config files in precedence order, lowest first."""
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    layers = [(f"config {SYSTEM_CONFIG}", load_config(SYSTEM_CONFIG, False)),
-              (f"config {xdg / 'vscen/config.toml'}", load_config(xdg / "vscen/config.toml", False))]
-    if explicit is not None:
-        layers.append((f"config {explicit}", load_config(explicit, True)))
-    return layers
-
-
-def config_value(key: str, explicit: Path | None = None):
-    """The value of a non-guest key (``output``, ``connect``...) from the config files, the
-    highest-precedence one that sets it, or None."""
-    value = None
-    for _, values in config_layers(explicit):
-        value = values.get(key, value)
-    return value
 
 
 def parse_disk(spec: str, defaults: dict[str, Any], declared: Mapping[str, Setting] | None = None) -> Disk | None:
@@ -331,59 +246,6 @@ def make_disk(values: dict[str, Any], declared: Mapping[str, Setting] | None = N
         lazy_refcounts=values.get("lazy_refcounts") == "yes",
         extras=extras,
     )
-
-
-_YES_WORDS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-
-
-def parse_declared(setting: Setting, raw: Any, key: str | None = None) -> Any:
-    """The value of a plugin's *setting* from what the user gave (None: its default): a flag
-    is yes/no, a repeatable one a tuple; each item is checked against the choices, then
-    parsed. Errors name the key, the value and what is allowed."""
-    key = key or setting.name
-    if raw is None:
-        return () if setting.repeatable and setting.default is None else setting.default
-    if setting.flag:
-        word = raw if isinstance(raw, bool) else _YES_WORDS.get(str(raw).strip().lower()) if isinstance(raw, str) else None
-        if word is None:
-            raise UsageError(f"{key}: {_shown(raw)} is not yes or no")
-        return word
-    if setting.repeatable:
-        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        return tuple(_parse_item(setting, item, key) for item in items)
-    return _parse_item(setting, raw, key)
-
-
-def declared_defaults(declared: Mapping[str, Setting]) -> dict[str, Any]:
-    """The plugins' settings at their defaults (for a domain no request made: ``vscen validate``)."""
-    return {name: parse_declared(s, None) for name, s in declared.items() if not s.is_disk_key}
-
-
-def _parse_item(setting: Setting, raw: Any, key: str) -> Any:
-    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        raise UsageError(f"{key}: {_shown(raw)} is not a value{_allowed(setting)}")
-    text = str(raw)
-    if setting.choices and text not in setting.choices:
-        raise UsageError(f"{key}: '{text}' is not one of {', '.join(setting.choices)}")
-    if setting.parse is None:
-        return text
-    try:
-        return setting.parse(text)
-    except UsageError:
-        raise
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise UsageError(f"{key}: '{text}' {exc}".rstrip() + _allowed(setting, exc)) from None
-
-
-def _allowed(setting: Setting, exc: Exception | None = None) -> str:
-    if exc is not None and str(exc):
-        return ""
-    return f" (for example {setting.example})" if setting.example else ""
-
-
-def _shown(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _yes_no(value):
@@ -450,7 +312,7 @@ def build_settings(
     keys = disk_keys(declared)
     if "disk" in values:
         raise UsageError(
-            f"disk: {_shown(values['disk'])} must be a table of {', '.join(keys[1:])} "
+            f"disk: {shown(values['disk'])} must be a table of {', '.join(keys[1:])} "
             "([disk] in a config file); disks themselves are given with --disk"
         )
     known = _KNOWN | {n for n, s in declared.items() if not s.is_disk_key}
@@ -511,24 +373,8 @@ def build_settings(
         transient=parse_declared(_TRANSIENT, values.get("transient")),
         extras=extras, sources=sources, notes=tuple(notes),
     )
-    _check_declared(settings, declared)
+    check_declared(settings, declared)
     return settings, problems
-
-
-def _check_declared(settings: Settings, declared: Mapping[str, Setting]) -> None:
-    """Each plugin setting's ``check`` against the settings (a disk key's against each disk)."""
-    for name, setting in sorted(declared.items()):
-        if setting.check is None:
-            continue
-        owners = settings.disks if setting.is_disk_key else (settings,)
-        for owner in owners:
-            value = owner.extras.get(setting.key)
-            try:
-                setting.check(value, owner)
-            except UsageError:
-                raise
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{name}: {exc}") from None
 
 
 def _option_hint(key: str, declared: Mapping[str, Setting]) -> str:

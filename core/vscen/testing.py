@@ -141,10 +141,10 @@ def render(scenarios=(), *, features=(), remove=(), plugins=(), host="amd-sev", 
     stays open on libvirt's embedded ``test:///default`` driver, for host actions' ``plan``
     (the fixture closes it after the test).
     """
+    from vscen.config import flatten
     from vscen.errors import VscenError
     from vscen.pipeline import Request
     from vscen.pipeline import render as run
-    from vscen.settings import flatten
 
     scenarios = [scenarios] if isinstance(scenarios, str) else list(scenarios)
     named, blocked = _named(plugins, entry_points)

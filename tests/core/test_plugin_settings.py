@@ -11,8 +11,9 @@ import pytest
 from coresupport import cli_env, error_lines, load, vscen
 
 from vscen import Command, Feature, Scenario, Setting, hookimpl
+from vscen.declared import parse_declared
 from vscen.errors import UsageError
-from vscen.settings import build_settings, parse_declared
+from vscen.settings import build_settings
 
 #: a plugin as a third party writes it: a setting, a disk key, a command, and a feature using them
 KNOBS = '''

@@ -9,16 +9,11 @@ import pytest
 from vscen_host_filesystem import SETTINGS as FS_SETTINGS
 from vscen_host_filesystem import Filesystem, parse_filesystem
 
+import vscen.config
 from vscen import settings as settings_mod
+from vscen.config import config_layers, load_config
 from vscen.errors import UsageError
-from vscen.settings import (
-    Network,
-    build_settings,
-    config_layers,
-    load_config,
-    parse_network,
-    parse_size,
-)
+from vscen.settings import Network, build_settings, parse_network, parse_size
 
 #: a plugin's setting among the core's, as the pipeline passes the registry's
 DECLARED = {s.name: s for s in FS_SETTINGS}
@@ -246,7 +241,7 @@ def test_agreeing_scenario_defaults_are_no_clash():
 @pytest.fixture
 def system_config(tmp_path, monkeypatch):
     path = tmp_path / "etc" / "vscen" / "config.toml"
-    monkeypatch.setattr(settings_mod, "SYSTEM_CONFIG", path)
+    monkeypatch.setattr(vscen.config, "SYSTEM_CONFIG", path)
     return path
 
 

@@ -280,7 +280,7 @@ def test_spice_falls_back_to_vnc_on_the_intel_tdx_host(define):
     assert gfx[0].find("listen").get("type") == "address"
     assert gfx[0].find("image") is None
     assert root.find("devices/channel[@type='spicevmc']") is None
-    assert [a.get("type") for a in root.findall("devices/audio")] == ["none"]
+    assert root.findall("devices/audio") == [] and root.find("devices/sound") is None  # sound goes to spice only
     assert any("spice" in n and "vnc" in n for n in result.ctx.notes)
     define(result.xml)
 
@@ -290,8 +290,8 @@ def test_vnc_when_asked(define):
 
     assert [g.get("type") for g in root.findall("devices/graphics")] == ["vnc"]
     assert root.find("devices/channel[@type='spicevmc']") is None
-    assert [a.get("type") for a in root.findall("devices/audio")] == ["none"]
-    assert result.ctx.notes == []
+    assert root.findall("devices/audio") == [] and root.find("devices/sound") is None
+    assert result.ctx.notes == ["audio: no sound device: a vnc display carries no sound (spice does: --graphics spice)"]
     define(result.xml)
 
 
@@ -300,16 +300,17 @@ def test_graphics_none_writes_no_display(define):
 
     assert root.findall("devices/graphics") == []
     assert root.find("devices/channel[@type='spicevmc']") is None
-    assert [a.get("type") for a in root.findall("devices/audio")] == ["none"]
+    assert root.findall("devices/audio") == [] and root.find("devices/sound") is None
     define(etree.tostring(root, encoding="unicode"))
 
 
-def test_audio_without_graphics_plays_nowhere(define):
-    _, root = render(["storage", "audio"], host="amd-sev")
+def test_audio_without_graphics_adds_no_card_that_plays_nowhere(define):
+    result, root = render(["storage", "audio"], host="amd-sev")
 
     assert root.findall("devices/graphics") == []
-    assert [a.attrib for a in root.findall("devices/audio")] == [{"id": "1", "type": "none"}]
-    assert root.find("devices/sound").get("model") == "ich9"
+    assert root.findall("devices/audio") == [] and root.find("devices/sound") is None
+    assert "audio: no sound device: a guest without a display carries no sound (spice does: --graphics spice)" \
+        in result.ctx.notes
     define(etree.tostring(root, encoding="unicode"))
 
 

@@ -355,26 +355,26 @@ def test_hugepages_really_reserved_and_given_back(system_conn, results, restore_
     monkeypatch.setattr(vscen_hugepages.boot, "SYSCTL_CONF", conf)
     before = restore_hugepages
     free = read_int(node_file("free_hugepages"))
-    pages = free + 3  # 3 more than are free: the action must add exactly 3
+    pages = free + 8  # 8 more than are free (a guest of at least 16 MiB): the action must add exactly 8
     result = on_system(results, ["hugepages", "vcpu-pinning"], hugepages=mode, memory=f"{pages * 2}MiB")
     assert page_size(result) == 2048
     plan = make_plan(result, tmp_path / "out", define=False)
     assert read_int(node_file()) == before, "planning changed the pool"
     descriptions = [s.description for s in plan.steps]
-    assert (f"reserve 3 huge pages of 2048 KiB in NUMA cell 0 on {SYSTEM} (the guest needs "
+    assert (f"reserve 8 huge pages of 2048 KiB in NUMA cell 0 on {SYSTEM} (the guest needs "
             f"{pages}, {free} are free)") in descriptions
-    assert (f"write {conf}: vm.nr_hugepages = {before + 3} (keeps the huge pages across reboots)"
+    assert (f"write {conf}: vm.nr_hugepages = {before + 8} (keeps the huge pages across reboots)"
             in descriptions) == (mode == "persistent")
 
     journal = Journal.open(plan.out_dir, result.settings.name, SYSTEM)
     apply(plan, journal, result.connection, result.ctx.registry)
-    assert read_int(node_file()) == before + 3
+    assert read_int(node_file()) == before + 8
     assert read_int(node_file("free_hugepages")) >= pages
     records = [e["record"] for e in journal.entries if e["owner"] == "hugepages"]
     assert records[0] == {"kind": "hugepages", "size_kib": 2048, "via": "libvirt", "cells": [0],
-                          "previous": {"0": before}, "added": {"0": 3}}
+                          "previous": {"0": before}, "added": {"0": 8}}
     if mode == "persistent":
-        assert conf.read_text().endswith(f"\nvm.nr_hugepages = {before + 3}\n")
+        assert conf.read_text().endswith(f"\nvm.nr_hugepages = {before + 8}\n")
         assert records[1]["kind"] == "hugepages-sysctl" and records[1]["previous"] is None
 
     # a second run: the pages are there, nothing to do

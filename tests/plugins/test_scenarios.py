@@ -161,7 +161,7 @@ def test_desktop_on_intel_tdx_falls_back_to_vnc():
     xml = parsed(result)
     assert xml.find("devices/graphics").get("type") == "vnc"
     assert xml.find("devices/channel[@type='spicevmc']") is None
-    assert xml.find("devices/audio").get("type") == "none"
+    assert xml.find("devices/audio") is None and xml.find("devices/sound") is None
     assert any("vnc" in n for n in result.ctx.notes)
     assert status_of(result, "host-offers") == {"pass"}
 
@@ -216,9 +216,12 @@ def test_computation_on_kvm_and_tcg(host):
     assert status_of(result, "kvm") == ({"pass"} if host == "kvm" else {"warn"})
 
 
-def test_computation_user_cache_breaks_io_native():
+def test_computation_user_cache_decides_io_and_both_given_contradicting_is_refused():
+    result = render("computation", "kvm", disks=["cache=writeback"])
+    assert parsed(result).find("devices/disk/driver").get("io") == "threads"
+    assert any(n.startswith("disk 1: io=threads, since io=native needs cache=none") for n in result.ctx.notes)
     with pytest.raises(InvalidDomainError) as err:
-        render("computation", "kvm", disks=["cache=writeback"])
+        render("computation", "kvm", disks=["cache=writeback,io=native"])
     assert "/domain/devices/disk/driver" in str(err.value) and "[io-native-cache]" in str(err.value)
 
 

@@ -102,10 +102,11 @@ def validate(
     from lxml import etree
 
     from vscen.context import Context
+    from vscen.declared import declared_defaults
     from vscen.errors import InvalidDomainError, UsageError
     from vscen.host.facts import HostFacts, load_files
     from vscen.resolve import Resolution
-    from vscen.settings import Settings, declared_defaults
+    from vscen.settings import Settings
     from vscen.validate import Support, run_domain_validators, schema_errors
 
     try:

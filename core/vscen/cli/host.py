@@ -29,8 +29,8 @@ _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 def _open(connect: str | None):
     """The connection ``vscen run`` would use: --connect, the config's connect, else
     LIBVIRT_DEFAULT_URI or qemu:///system, else the embedded driver (said on stderr)."""
+    from vscen.config import config_layers
     from vscen.host.connect import open_connection
-    from vscen.settings import config_layers
 
     if not connect:
         conf: dict = {}

@@ -332,7 +332,7 @@ class Commands:
             return None
         from pathlib import Path
 
-        from vscen.settings import load_config
+        from vscen.config import load_config
 
         return load_config(Path(self.values["config"]), required=True).get("connect")
 

@@ -168,7 +168,7 @@ class Session(Commands):
         if key.name == "config":
             from pathlib import Path
 
-            from vscen.settings import load_config
+            from vscen.config import load_config
 
             load_config(Path(value), required=True)
         elif key.name == "host-facts":
@@ -229,7 +229,7 @@ class Session(Commands):
         try:
             from pathlib import Path
 
-            from vscen.settings import config_layers
+            from vscen.config import config_layers
 
             for label, layer in reversed(config_layers(Path(self.values["config"]) if self.values["config"] else None)):
                 if layer.get("connect"):
