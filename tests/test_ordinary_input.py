@@ -66,3 +66,14 @@ def test_dry_run_json_is_one_json_document_holding_the_xml():
     summary = json.loads(out)
     assert summary["dry_run"] is True and summary["domain_xml"].startswith("<domain")
     assert summary["name"] == "desktop"
+
+
+def test_an_existing_image_is_used_as_it_is_on_the_embedded_driver(tmp_path):
+    image = tmp_path / "exists.raw"
+    with open(image, "wb") as fh:
+        fh.truncate(1024**3)
+    code, out, err = vscen("run", "computation", *RUN, "--disk", f"path={image}", "--network", "none",
+                           "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    assert f"note: disk {image} exists with 1GiB (raw): used as it is" in err
+    assert "create volume" not in err
