@@ -557,7 +557,10 @@ DESKTOP = ["uefi", "cpu-migratable", "memballoon", "power-management", "tpm", "h
 ])
 def test_results_define_on_the_test_driver(host, features):
     libvirt = pytest.importorskip("libvirt")
-    result = render(features, host, memory="4GiB", vcpu=2, filesystem=["/srv/data:data"])
+    # a shared directory only where host-filesystem is chosen: --filesystem implies it, and it
+    # cannot go with launch security
+    shares = {"filesystem": ["/srv/data:data"]} if "host-filesystem" in features else {}
+    result = render(features, host, memory="4GiB", vcpu=2, **shares)
     conn = libvirt.open("test:///default")
     try:
         dom = conn.defineXMLFlags(result.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
