@@ -241,6 +241,11 @@ class FactProvider:
     #: a note for the user where the fact was read (not None) but no chosen feature asked for
     #: it: the fact comes from a setting the guest then ignores ("--peer: ... ignored")
     unused: str = ""
+    #: rows for ``vscen host``: ``show(value, host, support)`` gets the fact's value (None where
+    #: unknown), the core's :class:`vscen.HostFacts` and what the installed libvirt's schema
+    #: accepts (``vscen.Support``), and returns ``[(label, text), ...]``; the rows follow the
+    #: core's own, in registration order. None: the fact is only in ``vscen host --json``
+    show: Callable[[Any, Any, Any], Any] | None = field(default=None, compare=False)
 
     kind = "fact"
 

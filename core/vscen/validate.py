@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vscen.errors import InvalidDomainError, UsageError
@@ -18,29 +19,98 @@ SCHEMA_DIR = Path(os.environ.get("VSCEN_LIBVIRT_SCHEMAS", "/usr/share/libvirt/sc
 
 @dataclass(frozen=True)
 class Support:
-    """What the installed libvirt knows, read from its schema."""
+    """What the installed libvirt accepts, read from its RelaxNG schema: the values it lists
+    for an attribute of an element (``values("launchSecurity", "type")``). The core knows no
+    element in particular; the plugin that writes one asks about it.
 
-    launch_security: frozenset[str] = frozenset()
+    ``known`` holds values given outright, as ``{"element/@attribute": values}`` (tests pretend
+    an older libvirt this way); what it lacks is read from ``rng``, the installed
+    ``domaincommon.rng`` (:meth:`installed`), on first use."""
+
+    known: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
     schema: bool = False
+    rng: Path | None = field(default=None, compare=False)
 
     @classmethod
     def installed(cls) -> Support:
         return _installed_support()
 
-    def knows(self, sectype: str) -> bool:
-        """sev-es is libvirt's sev with the ES policy bit: known wherever sev is."""
-        return (sectype if sectype != "sev-es" else "sev") in self.launch_security
+    def values(self, element: str, attribute: str) -> frozenset[str]:
+        """The values the schema lists for *attribute* of *element*; empty where it lists none
+        (a free-form attribute) or the schema is not installed."""
+        key = f"{element}/@{attribute}"
+        if key in self.known:
+            return frozenset(self.known[key])
+        if self.rng is None:
+            return frozenset()
+        return _schema_values(self.rng, element, attribute)
+
+    def accepts(self, element: str, attribute: str, value: str) -> bool:
+        """Whether the schema lists *value* for *attribute* of *element*."""
+        return value in self.values(element, attribute)
 
 
 @functools.cache
 def _installed_support() -> Support:
     common = SCHEMA_DIR / "domaincommon.rng"
-    try:
-        text = common.read_text()
-    except OSError:
+    if not common.is_file():
         return Support()
-    known = {t for t in ("sev", "sev-snp", "tdx", "s390-pv") if f"<value>{t}</value>" in text}
-    return Support(launch_security=frozenset(known), schema=True)
+    return Support(schema=True, rng=common)
+
+
+@functools.cache
+def _schema_values(rng: Path, element: str, attribute: str) -> frozenset[str]:
+    """The ``<value>``s the RelaxNG at *rng* lists for *attribute* of every *element* named so,
+    following ``<ref>``s to their ``<define>``s (and the grammar's ``<include>``s), not into
+    child elements."""
+    from lxml import etree
+
+    ns = "{http://relaxng.org/ns/structure/1.0}"
+    defines: dict[str, list] = {}
+    roots, seen_files = [], set()
+
+    def load(path: Path) -> None:
+        if path in seen_files or not path.is_file():
+            return
+        seen_files.add(path)
+        root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+        roots.append(root)
+        for d in root.iter(f"{ns}define"):
+            defines.setdefault(d.get("name"), []).append(d)
+        for inc in root.iter(f"{ns}include"):
+            load(path.parent / inc.get("href", ""))
+
+    try:
+        load(rng)
+    except (OSError, etree.XMLSyntaxError):
+        return frozenset()
+
+    def walk(node, found: set, inside: bool, visited: set) -> None:
+        for child in node:
+            tag = child.tag
+            if tag == f"{ns}element":
+                continue  # a child element's attributes are its own
+            if tag == f"{ns}ref":
+                name = child.get("name")
+                if (name, inside) not in visited:
+                    visited.add((name, inside))
+                    for d in defines.get(name, ()):
+                        walk(d, found, inside, visited)
+            elif tag == f"{ns}attribute" and not inside:
+                if child.get("name") == attribute:
+                    walk(child, found, True, visited)
+            elif tag == f"{ns}value" and inside:
+                if child.text:
+                    found.add(child.text.strip())
+            else:
+                walk(child, found, inside, visited)
+
+    found: set[str] = set()
+    for root in roots:
+        for el in root.iter(f"{ns}element"):
+            if el.get("name") == element:
+                walk(el, found, False, set())
+    return frozenset(found)
 
 
 @functools.cache

@@ -263,13 +263,10 @@ def test_host_json_on_a_recorded_sev_host():
     assert flags == sorted(flags) and {"arch-capabilities", "flushbyasid", "gds-no"} <= set(flags)
     assert data["numa"][0]["hugepages"] == [{"size_kib": 2048, "total": 0, "free": None},
                                             {"size_kib": 1048576, "total": 0, "free": None}]
-    cc = data["confidential"]
-    assert cc["sev"] == {"offered": True, "kernel": None, "device": None, "cbitpos": 51,
-                              "reduced_phys_bits": 1, "max_guests": 59}
-    assert cc["sev_es"]["offered"] and cc["sev_snp"]["offered"] and not cc["tdx"]["offered"]
-    ls = data["launch_security"]
-    assert ls["offered"] == ["sev-snp", "sev-es", "sev"]
-    assert set(ls["usable"]) == set(ls["offered"]) & set(ls["libvirt_knows"])
+    # confidential computing is the launch-security plugin's fact, shown as the plugins' facts are
+    assert data["facts"]["launch-security.host"] == {
+        "offered": ["sev-snp", "sev-es", "sev"],
+        "sev": {"cbitpos": 51, "reduced_phys_bits": 1, "max_guests": 59, "max_es_guests": 450}}
     assert data["iommu"] == {"capabilities": True, "groups": None}
     assert data["firmware"]["images"] == ["/obviously/fake/firmware1.fd", "/obviously/fake/firmware2.fd"]
     assert {"name": "q35", "canonical": "pc-q35-11.0", "max_cpus": 4096, "deprecated": False} in data["machines"]
@@ -296,7 +293,7 @@ def test_host_on_the_embedded_driver_shows_the_reference_host():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["source"].startswith("reference host") and data["connection"] == "test:///default"
-    assert data["launch_security"]["offered"] == ["sev-es", "sev"]
+    assert data["facts"]["launch-security.host"]["offered"] == ["sev-es", "sev"]
 
 
 def test_host_options_belong_after_the_subcommand():
