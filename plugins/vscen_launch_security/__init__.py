@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 from vscen import Conflict, FactProvider, Feature, Validator, hookimpl
-from vscen_launch_security.types import BY_NAME, FACT, SEV_FAMILY, from_domcaps, host_offers, known_by, label
+from vscen_launch_security.types import BY_NAME, FACT, SEV_FAMILY, from_domcaps, host_offers, known_by, label, read_kernel
 
 
 def choose(ctx) -> str | None:
@@ -144,10 +144,12 @@ FEATURES = (
 
 def read_host(probe):
     """The ``launch-security.host`` fact: what the host offers, from the domain capabilities
-    the core read (live or recorded alike)."""
-    if not probe.host.has_domcaps:
+    the core read (live or recorded alike), and on the host itself the kernel's side (KVM
+    module parameters, ``/dev/sev``); None knows neither."""
+    if not probe.host.has_domcaps and not probe.local:
         return None
-    return from_domcaps(probe.host.domcaps_features)
+    kernel = read_kernel() if probe.local else {"kernel": None, "sev_device": None}
+    return {**from_domcaps(probe.host.domcaps_features), **kernel}
 
 
 def show_host(value, host, support):
@@ -186,10 +188,13 @@ def vscen_register_validators(register):
 def vscen_register_facts(register):
     register(FactProvider(
         name=FACT,
-        summary="the launch-security types the host offers, strongest first, and the SEV "
-                "family's parameters (from its domain capabilities)",
+        summary="the launch-security types the host offers, strongest first, the SEV family's "
+                "parameters (from its domain capabilities) and, read on the host itself, the "
+                "kernel's side (KVM module parameters, /dev/sev; else None)",
         read=read_host,
         example={"offered": ["sev-snp", "sev-es", "sev"],
-                 "sev": {"cbitpos": 51, "reduced_phys_bits": 1, "max_guests": 59, "max_es_guests": 450}},
+                 "sev": {"cbitpos": 51, "reduced_phys_bits": 1, "max_guests": 59, "max_es_guests": 450},
+                 "kernel": {"kvm_amd.sev": "Y", "kvm_amd.sev_es": "Y", "kvm_amd.sev_snp": "N"},
+                 "sev_device": True},
         show=show_host,
     ))

@@ -1,6 +1,7 @@
 """The launch-security plugin's checks: ``confidential-computing`` (the host offers a type
-that the installed libvirt knows; where the facts carry the kernel's side, ``ctx.host.local``:
-KVM module parameters, ``/dev/sev``, the kernel command line, it says which module option or
+that the installed libvirt knows; where the facts carry the kernel's side (read on the host
+itself: the KVM modules and command line in ``ctx.host.local``, the module parameters and
+``/dev/sev`` in this plugin's fact), it says which module option or
 kernel parameter to set, its status following the domain capabilities: fail where they offer
 nothing usable, else warn) and ``launch-security-platform`` (an x86 confidential guest runs on
 q35 with UEFI). Both read the type table of :mod:`vscen_launch_security.types`.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 
 from vscen import Check
-from vscen_launch_security.types import BY_NAME, X86_LIBVIRT_TYPES, host_offers, known_by
+from vscen_launch_security.types import BY_NAME, X86_LIBVIRT_TYPES, host_offers, known_by, param
 
 Q35 = re.compile(r"^(pc-)?q35(-.+)?$")
 UEFI_LOADER = re.compile(r"ovmf|edk2|efi", re.IGNORECASE)
@@ -82,17 +83,17 @@ def _domcaps_side(ctx):
 
 def check_confidential_computing(ctx):
     checks = _domcaps_side(ctx)
-    local = ctx.host.local
-    if local is None:
+    local, fact = ctx.host.local, host_offers(ctx.host)
+    if local is None or fact.get("kernel") is None:
         return checks
     # the kernel's side explains the domcaps; its status follows them: where they offer
     # nothing usable a kernel problem is a failure too, else a warning
     bad = "fail" if checks[0].status == "fail" else "warn"
     vendor = _vendor(ctx.host, local)
     if vendor == "amd":
-        return checks + [_amd_kernel_side(ctx, local, bad)]
+        return checks + [_amd_kernel_side(ctx, local, fact, bad)]
     if vendor == "intel":
-        return checks + [_intel_kernel_side(ctx, local, bad)]
+        return checks + [_intel_kernel_side(ctx, local, fact, bad)]
     return checks + [Check(
         bad, f"kernel: neither kvm_amd nor kvm_intel is loaded ({_loaded(local)}): no launch "
              "security without hardware virtualisation",
@@ -119,18 +120,19 @@ def _flag(value) -> str:
     return {True: "Y", False: "N", None: "unset"}[value]
 
 
-def _amd_kernel_side(ctx, local, bad: str) -> Check:
+def _amd_kernel_side(ctx, local, fact, bad: str) -> Check:
     """kvm_amd's sev, sev_es, sev_snp parameters and /dev/sev: what the kernel gives QEMU."""
-    sev, es, snp = (local.param(f"kvm_amd.{p}") for p in ("sev", "sev_es", "sev_snp"))
-    listed = host_offers(ctx.host)["sev"] is not None
+    sev, es, snp = (param(fact, BY_NAME[t].kernel_param) for t in ("sev", "sev-es", "sev-snp"))
+    listed = fact["sev"] is not None
+    device = fact.get("sev_device")
     if "kvm_amd" not in local.modules:
         return Check(bad, f"kernel: kvm_amd is not loaded ({_loaded(local)}): no SEV",
                      fix="enable AMD-V/SVM and SEV in the firmware/BIOS setup; put 'options "
                          "kvm_amd sev=1 sev_es=1' in /etc/modprobe.d/kvm_amd.conf and run "
                          "'modprobe kvm_amd'; boot with 'mem_encrypt=on'; then restart libvirt")
     seen = (f"kernel: kvm_amd sev={_flag(sev)} sev_es={_flag(es)} sev_snp={_flag(snp)}, "
-            f"/dev/sev {'present' if local.sev_device else 'absent'}")
-    if not sev or not local.sev_device:
+            f"/dev/sev {'present' if device else 'absent'}")
+    if not sev or not device:
         want = "sev=1 sev_es=1" + (" sev_snp=1" if "sev-snp" in known_by(ctx.support) else "")
         boot = "" if local.cmdline_has("mem_encrypt=on") else (
             "; add 'mem_encrypt=on' to the kernel command line (GRUB_CMDLINE_LINUX in "
@@ -164,9 +166,9 @@ def _amd_kernel_side(ctx, local, bad: str) -> Check:
     return Check("pass", seen)
 
 
-def _intel_kernel_side(ctx, local, bad: str) -> Check:
+def _intel_kernel_side(ctx, local, fact, bad: str) -> Check:
     """kvm_intel's tdx parameter."""
-    tdx = local.param("kvm_intel.tdx")
+    tdx = param(fact, BY_NAME["tdx"].kernel_param)
     fix = ("enable TDX (with TME/MKTME) in the firmware/BIOS setup and boot a TDX-capable kernel; "
            "put 'options kvm_intel tdx=1' in /etc/modprobe.d/kvm_intel.conf and reload it (with "
            "no guest running: modprobe -r kvm_intel && modprobe kvm_intel), or boot with "
@@ -178,10 +180,10 @@ def _intel_kernel_side(ctx, local, bad: str) -> Check:
     seen = f"kernel: kvm_intel tdx={_flag(tdx)}"
     if not tdx:
         why = "TDX is off in the kernel"
-        if "tdx" in host_offers(ctx.host)["offered"]:
+        if "tdx" in fact["offered"]:
             why += " although libvirt's domain capabilities list TDX (stale: restart libvirt)"
         return Check(bad, f"{seen}: {why}", fix=fix)
-    if "tdx" not in host_offers(ctx.host)["offered"]:
+    if "tdx" not in fact["offered"]:
         return Check(bad, f"{seen}: the kernel offers TDX but libvirt's domain capabilities do not "
                           "list it",
                      fix="restart libvirt (virtqemud or libvirtd) so it probes QEMU again; TDX "

@@ -28,6 +28,8 @@ class SecType:
     libvirt_since: str
     #: "amd" or "intel": whose CPUs offer it (which kernel module enables it)
     vendor: str
+    #: the KVM module parameter that enables it, "<module>.<parameter>"
+    kernel_param: str
     #: an x86 type: the guest needs q35 (PCIe, SMM) and UEFI (OVMF measures the boot)
     x86: bool = True
 
@@ -35,10 +37,10 @@ class SecType:
 #: strongest first: SNP and TDX protect memory integrity too, SEV-ES the registers, SEV memory
 #: only. A host offers one family, so "SNP before TDX" never has to choose between them.
 TYPES = (
-    SecType("sev-snp", "SEV-SNP", "sev-snp", "0x00030000", "10.5", "amd"),
-    SecType("tdx", "TDX", "tdx", "0x10000000", "11.6", "intel"),
-    SecType("sev-es", "SEV-ES", "sev", "0x0007", "4.5", "amd"),
-    SecType("sev", "SEV", "sev", "0x0003", "4.5", "amd"),
+    SecType("sev-snp", "SEV-SNP", "sev-snp", "0x00030000", "10.5", "amd", "kvm_amd.sev_snp"),
+    SecType("tdx", "TDX", "tdx", "0x10000000", "11.6", "intel", "kvm_intel.tdx"),
+    SecType("sev-es", "SEV-ES", "sev", "0x0007", "4.5", "amd", "kvm_amd.sev_es"),
+    SecType("sev", "SEV", "sev", "0x0003", "4.5", "amd", "kvm_amd.sev"),
 )
 BY_NAME = {t.name: t for t in TYPES}
 #: the SEV family: written with the host's cbitpos and reducedPhysBits
@@ -95,7 +97,31 @@ def from_domcaps(features: dict) -> dict:
     return {"offered": ranked(offered), "sev": params}
 
 
+def read_kernel() -> dict:
+    """The kernel's side of this machine: ``{"kernel": {"kvm_amd.sev": "Y"...} for the
+    parameters that exist, as sysfs has them, "sev_device": /dev/sev exists}``."""
+    from vscen import host_path
+
+    kernel = {}
+    for t in sorted(TYPES, key=lambda t: t.kernel_param):
+        module, _, param = t.kernel_param.partition(".")
+        try:
+            kernel[t.kernel_param] = host_path(f"sys/module/{module}/parameters/{param}").read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return {"kernel": kernel, "sev_device": host_path("dev/sev").exists()}
+
+
+def param(fact: dict, name: str) -> bool | None:
+    """A boolean module parameter of the fact's kernel side ("kvm_amd.sev"): True/False, None
+    where the module is not loaded or the kernel side is unknown."""
+    value = (fact.get("kernel") or {}).get(name)
+    if value is None:
+        return None
+    return value.strip().upper() in ("Y", "1", "YES", "ON")
+
+
 def host_offers(host) -> dict:
     """The ``launch-security.host`` fact of *host*; where it was not read (host facts built by
-    hand, in tests), what its domain capabilities say."""
-    return host.fact(FACT) or from_domcaps(host.domcaps_features)
+    hand, in tests), what its domain capabilities say, the kernel's side unknown."""
+    return host.fact(FACT) or {**from_domcaps(host.domcaps_features), "kernel": None, "sev_device": None}

@@ -4,7 +4,7 @@ installed libvirt knows."""
 
 from __future__ import annotations
 
-from vscen_launch_security.types import TYPES, known_by
+from vscen_launch_security.types import TYPES, known_by, param
 
 
 def _yn(value, yes="yes", no="no", unknown="unknown") -> str:
@@ -19,16 +19,16 @@ def rows(value, host, support) -> list[tuple[str, str]]:
     value = value or {"offered": [], "sev": None}
     offered = [t.name for t in TYPES if t.name in value["offered"]]
     sev = value.get("sev")
-    local = host.local
+    local = host.local is not None and value.get("kernel") is not None
 
     def kernel(name):
-        return f"; kernel {_param(name, local.param(name))}" if local else ""
+        return f"; kernel {_param(name, param(value, name))}" if local else ""
 
     out = [
         ("AMD SEV", ("offered" + f" (cbitpos {sev['cbitpos']}, reducedPhysBits "
                                  f"{sev['reduced_phys_bits']}, {sev['max_guests']} guests)"
                      if sev else "not offered")
-         + (kernel("kvm_amd.sev") + f", /dev/sev {_yn(local.sev_device, 'present', 'absent')}"
+         + (kernel("kvm_amd.sev") + f", /dev/sev {_yn(value.get('sev_device'), 'present', 'absent')}"
             if local else "")),
         ("AMD SEV-ES", ("offered" + (f" ({sev['max_es_guests']} guests)" if sev else "")
                         if "sev-es" in offered else "not offered") + kernel("kvm_amd.sev_es")),

@@ -155,22 +155,29 @@ def test_confidential_computing_unknown_vendor_gets_both_recipes(registry):
 
 
 def amd_kernel(sev="Y", sev_es="Y", sev_snp="N", dev_sev=True, loaded=True, cmdline="quiet"):
+    """(local facts, the launch-security fact's kernel side) of an AMD host."""
     from vscen.host.local import LocalFacts
 
-    params = (("kvm_amd.sev", sev), ("kvm_amd.sev_es", sev_es), ("kvm_amd.sev_snp", sev_snp))
-    return LocalFacts(kvm_device=True, kvm_usable=True, sev_device=dev_sev, cmdline=cmdline,
-                      modules=("kvm", "kvm_amd") if loaded else ("kvm",), params=params if loaded else ())
+    params = {"kvm_amd.sev": sev, "kvm_amd.sev_es": sev_es, "kvm_amd.sev_snp": sev_snp}
+    return (LocalFacts(kvm_device=True, kvm_usable=True, cmdline=cmdline,
+                       modules=("kvm", "kvm_amd") if loaded else ("kvm",)),
+            {"kernel": params if loaded else {}, "sev_device": dev_sev})
 
 
 def intel_kernel(tdx="Y"):
     from vscen.host.local import LocalFacts
 
-    return LocalFacts(kvm_device=True, kvm_usable=True, modules=("kvm", "kvm_intel"),
-                      params=(("kvm_intel.tdx", tdx),))
+    return (LocalFacts(kvm_device=True, kvm_usable=True, modules=("kvm", "kvm_intel")),
+            {"kernel": {"kvm_intel.tdx": tdx}, "sev_device": False})
 
 
-def with_local(host, local):
-    return dataclasses.replace(host_facts(host), local=local)
+def with_local(host, kernel_side):
+    """*host* (a name or facts) read on the host itself: its local facts, and the kernel's side
+    in the launch-security fact."""
+    facts = host_facts(host) if isinstance(host, str) else host
+    local, kernel = kernel_side if isinstance(kernel_side, tuple) else (kernel_side, {"kernel": {}, "sev_device": False})
+    facts = dataclasses.replace(facts, local=local)
+    return dataclasses.replace(facts, extra={**facts.extra, FACT: {**host_offers(facts), **kernel}})
 
 
 def statuses(checks):
@@ -244,7 +251,7 @@ def test_kernel_side_tdx(registry):
     assert statuses(checks) == ["fail", "pass"]
     checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel("N")), support=newer))
     assert statuses(checks) == ["pass", "warn"] and "stale" in checks[1].message
-    no_tdx = offering(dataclasses.replace(host_facts("intel-tdx"), local=intel_kernel("N")))
+    no_tdx = offering(with_local("intel-tdx", intel_kernel("N")))
     checks = run(registry, "confidential-computing", make_ctx(no_tdx, support=newer))
     assert statuses(checks) == ["fail", "fail"] and "TDX is off in the kernel" in checks[1].message
     assert "'options kvm_intel tdx=1' in /etc/modprobe.d/kvm_intel.conf" in checks[1].fix
