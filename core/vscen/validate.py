@@ -58,56 +58,80 @@ def _installed_support() -> Support:
     return Support(schema=True, rng=common)
 
 
+_RNG = "{http://relaxng.org/ns/structure/1.0}"
+
+
+class _Grammar:
+    """A RelaxNG file's ``<define>``s and ``<element>``s; the files it includes are read only
+    when a ``<ref>`` names a define the ones read so far lack (start-up stays lean)."""
+
+    def __init__(self, rng: Path):
+        self.defines: dict[str, list] = {}
+        self.roots: list = []
+        self.pending: list[Path] = []
+        self.seen: set[Path] = set()
+        self._load(rng)
+
+    def _load(self, path: Path) -> None:
+        from lxml import etree
+
+        if path in self.seen or not path.is_file():
+            return
+        self.seen.add(path)
+        root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+        self.roots.append(root)
+        for d in root.iter(f"{_RNG}define"):
+            self.defines.setdefault(d.get("name"), []).append(d)
+        self.pending += [path.parent / inc.get("href", "") for inc in root.iter(f"{_RNG}include")]
+
+    def define(self, name: str) -> list:
+        while name not in self.defines and self.pending:
+            self._load(self.pending.pop(0))
+        return self.defines.get(name, [])
+
+
+@functools.cache
+def _grammar(rng: Path) -> _Grammar | None:
+    from lxml import etree
+
+    try:
+        return _Grammar(rng)
+    except (OSError, etree.XMLSyntaxError):
+        return None
+
+
 @functools.cache
 def _schema_values(rng: Path, element: str, attribute: str) -> frozenset[str]:
     """The ``<value>``s the RelaxNG at *rng* lists for *attribute* of every *element* named so,
     following ``<ref>``s to their ``<define>``s (and the grammar's ``<include>``s), not into
     child elements."""
-    from lxml import etree
-
-    ns = "{http://relaxng.org/ns/structure/1.0}"
-    defines: dict[str, list] = {}
-    roots, seen_files = [], set()
-
-    def load(path: Path) -> None:
-        if path in seen_files or not path.is_file():
-            return
-        seen_files.add(path)
-        root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
-        roots.append(root)
-        for d in root.iter(f"{ns}define"):
-            defines.setdefault(d.get("name"), []).append(d)
-        for inc in root.iter(f"{ns}include"):
-            load(path.parent / inc.get("href", ""))
-
-    try:
-        load(rng)
-    except (OSError, etree.XMLSyntaxError):
+    grammar = _grammar(rng)
+    if grammar is None:
         return frozenset()
 
     def walk(node, found: set, inside: bool, visited: set) -> None:
         for child in node:
             tag = child.tag
-            if tag == f"{ns}element":
+            if tag == f"{_RNG}element":
                 continue  # a child element's attributes are its own
-            if tag == f"{ns}ref":
-                name = child.get("name")
-                if (name, inside) not in visited:
-                    visited.add((name, inside))
-                    for d in defines.get(name, ()):
+            if tag == f"{_RNG}ref":
+                key = (child.get("name"), inside)
+                if key not in visited:
+                    visited.add(key)
+                    for d in grammar.define(key[0]):
                         walk(d, found, inside, visited)
-            elif tag == f"{ns}attribute" and not inside:
+            elif tag == f"{_RNG}attribute" and not inside:
                 if child.get("name") == attribute:
                     walk(child, found, True, visited)
-            elif tag == f"{ns}value" and inside:
+            elif tag == f"{_RNG}value" and inside:
                 if child.text:
                     found.add(child.text.strip())
             else:
                 walk(child, found, inside, visited)
 
     found: set[str] = set()
-    for root in roots:
-        for el in root.iter(f"{ns}element"):
+    for root in list(grammar.roots):
+        for el in root.iter(f"{_RNG}element"):
             if el.get("name") == element:
                 walk(el, found, False, set())
     return frozenset(found)
