@@ -90,7 +90,7 @@ def show(
     facts, uri = _facts(connect, host_facts, reg, pm)
     for line in pm.warnings():
         err(f"warning: {line}")
-    data = view(facts, uri, Support.installed())
+    data = view(facts, uri)
     if json_:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -135,8 +135,9 @@ def _size(kib: int) -> str:
     return f"{kib} KiB"
 
 
-def view(facts, uri: str | None, support) -> dict:
-    """The host view as JSON-able data; :func:`table` renders it."""
+def view(facts, uri: str | None, support=None) -> dict:
+    """The host view as JSON-able data; :func:`table` renders it. *support* is no longer read
+    (what libvirt knows is in the plugins' rows, :func:`plugin_rows`): kept for callers."""
     local = facts.local
     by_node: dict[int, dict[int, tuple[int, int]]] = {}
     for p in local.hugepages if local else ():
