@@ -20,8 +20,8 @@ from vscen.pipeline import Request, render
 from vscen.validate import Support
 
 GOLDEN = DATA / "golden"
-LIBVIRT_9 = Support(launch_security=frozenset({"sev"}), schema=True)
-NEWER = Support(launch_security=frozenset({"sev", "sev-snp", "tdx"}), schema=True)
+LIBVIRT_9 = Support({"launchSecurity/@type": frozenset({"sev"})}, schema=True)
+NEWER = Support({"launchSecurity/@type": frozenset({"sev", "sev-snp", "tdx"})}, schema=True)
 
 #: recorded hosts with local facts attached (a <hostFacts> holding only <local>)
 WITH_LOCAL = {"numa4-rt": ("numa4-hugepages", DATA / "hosts" / "numa4-rt-local.xml")}
@@ -86,7 +86,7 @@ def needs_newer(xml: str) -> str | None:
     """The launch security type the installed libvirt cannot validate, if any."""
     installed = Support.installed()
     for sectype in ("sev-snp", "tdx"):
-        if f"type=\"{sectype}\"" in xml and not installed.knows(sectype):
+        if f"type=\"{sectype}\"" in xml and not installed.accepts("launchSecurity", "type", sectype):
             return sectype
     return None
 
@@ -98,7 +98,7 @@ def test_golden(case, regen_golden):
     scenarios = [n for n in scenarios if not n.startswith("+")]
     support = LIBVIRT_9 if profile == "libvirt9" else NEWER
     # the installed schema cannot judge what only a newer libvirt knows: checked below
-    schema = profile == "libvirt9" or Support.installed().knows("tdx")
+    schema = profile == "libvirt9" or Support.installed().accepts("launchSecurity", "type", "tdx")
     result = render(Request(scenarios=scenarios, host_facts=facts_files(host), support=support, schema=schema,
                             add=add, options={"name": "golden", **peer_options(case)}), keep_connection=False)
     path = GOLDEN / f"{case_id(case)}.xml"

@@ -133,3 +133,18 @@ def test_the_core_names_no_plugins_setting():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if found.search(line) and not line.lstrip().startswith("#")]
     assert offenders == []
+
+
+def test_the_core_names_no_launch_security_type():
+    """The launch-security types (and their ranking) are the launch-security plugin's, once
+    (``vscen_launch_security.types``): the core spells none of them as a string."""
+    from vscen_launch_security.types import TYPES
+
+    names = "|".join(re.escape(t.name) for t in TYPES)
+    found = re.compile(rf"""(['"])(?:{names})\1""")
+    offenders = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+                 for path in sorted((ROOT / "core/vscen").rglob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if found.search(line)]
+    assert offenders == []
+    assert {"sev", "sev-es", "sev-snp", "tdx"} <= {t.name for t in TYPES}

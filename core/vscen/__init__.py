@@ -48,6 +48,8 @@ _LAZY = {
     # host facts: what a fact provider is given; another host's facts from libvirt's XML
     "FactProbe": "vscen.host.facts", "HostFacts": "vscen.host.facts",
     "host_facts_from_xml": "vscen.host.facts", "host_document": "vscen.host.probe",
+    # a path of this machine, for a provider reading the local host (tests give a fake tree)
+    "host_path": "vscen.host.local",
     # the guests vscen made, and libvirt connections (for plugins' commands)
     "guest_journal": "vscen.guests", "open_connection": "vscen.guests",
 }

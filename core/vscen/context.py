@@ -24,7 +24,7 @@ class Context:
     host: HostFacts
     #: the resolved features and scenarios, in the order they are applied
     resolution: Resolution
-    #: what the installed libvirt can validate (launch security types...)
+    #: what the installed libvirt's schema accepts (``support.values(element, attribute)``)
     support: Support
     registry: Registry | None = None
     #: the domain model (set while building and for domain validators)

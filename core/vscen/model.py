@@ -250,6 +250,11 @@ class FactProvider:
     setting: str = ""
     #: that note ("--peer: no chosen scenario or feature looks at other hosts; ignored")
     unused: str = ""
+    #: rows for ``vscen host``: ``show(value, host, support)`` gets the fact's value (None where
+    #: unknown), the core's :class:`vscen.HostFacts` and what the installed libvirt's schema
+    #: accepts (``vscen.Support``), and returns ``[(label, text), ...]``; the rows follow the
+    #: core's own, in registration order. None: the fact is only in ``vscen host --json``
+    show: Callable[[Any, Any, Any], Any] | None = field(default=None, compare=False)
 
     kind = "fact"
 

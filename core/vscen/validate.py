@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vscen.errors import InvalidDomainError, UsageError
@@ -18,29 +19,122 @@ SCHEMA_DIR = Path(os.environ.get("VSCEN_LIBVIRT_SCHEMAS", "/usr/share/libvirt/sc
 
 @dataclass(frozen=True)
 class Support:
-    """What the installed libvirt knows, read from its schema."""
+    """What the installed libvirt accepts, read from its RelaxNG schema: the values it lists
+    for an attribute of an element (``values("launchSecurity", "type")``). The core knows no
+    element in particular; the plugin that writes one asks about it.
 
-    launch_security: frozenset[str] = frozenset()
+    ``known`` holds values given outright, as ``{"element/@attribute": values}`` (tests pretend
+    an older libvirt this way); what it lacks is read from ``rng``, the installed
+    ``domaincommon.rng`` (:meth:`installed`), on first use."""
+
+    known: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
     schema: bool = False
+    rng: Path | None = field(default=None, compare=False)
 
     @classmethod
     def installed(cls) -> Support:
         return _installed_support()
 
-    def knows(self, sectype: str) -> bool:
-        """sev-es is libvirt's sev with the ES policy bit: known wherever sev is."""
-        return (sectype if sectype != "sev-es" else "sev") in self.launch_security
+    def values(self, element: str, attribute: str) -> frozenset[str]:
+        """The values the schema lists for *attribute* of *element*; empty where it lists none
+        (a free-form attribute) or the schema is not installed."""
+        key = f"{element}/@{attribute}"
+        if key in self.known:
+            return frozenset(self.known[key])
+        if self.rng is None:
+            return frozenset()
+        return _schema_values(self.rng, element, attribute)
+
+    def accepts(self, element: str, attribute: str, value: str) -> bool:
+        """Whether the schema lists *value* for *attribute* of *element*."""
+        return value in self.values(element, attribute)
 
 
 @functools.cache
 def _installed_support() -> Support:
     common = SCHEMA_DIR / "domaincommon.rng"
-    try:
-        text = common.read_text()
-    except OSError:
+    if not common.is_file():
         return Support()
-    known = {t for t in ("sev", "sev-snp", "tdx", "s390-pv") if f"<value>{t}</value>" in text}
-    return Support(launch_security=frozenset(known), schema=True)
+    return Support(schema=True, rng=common)
+
+
+_RNG = "{http://relaxng.org/ns/structure/1.0}"
+
+
+class _Grammar:
+    """A RelaxNG file's ``<define>``s and ``<element>``s; the files it includes are read only
+    when a ``<ref>`` names a define the ones read so far lack (start-up stays lean)."""
+
+    def __init__(self, rng: Path):
+        self.defines: dict[str, list] = {}
+        self.roots: list = []
+        self.pending: list[Path] = []
+        self.seen: set[Path] = set()
+        self._load(rng)
+
+    def _load(self, path: Path) -> None:
+        from lxml import etree
+
+        if path in self.seen or not path.is_file():
+            return
+        self.seen.add(path)
+        root = etree.parse(str(path), etree.XMLParser(resolve_entities=False, no_network=True)).getroot()
+        self.roots.append(root)
+        for d in root.iter(f"{_RNG}define"):
+            self.defines.setdefault(d.get("name"), []).append(d)
+        self.pending += [path.parent / inc.get("href", "") for inc in root.iter(f"{_RNG}include")]
+
+    def define(self, name: str) -> list:
+        while name not in self.defines and self.pending:
+            self._load(self.pending.pop(0))
+        return self.defines.get(name, [])
+
+
+@functools.cache
+def _grammar(rng: Path) -> _Grammar | None:
+    from lxml import etree
+
+    try:
+        return _Grammar(rng)
+    except (OSError, etree.XMLSyntaxError):
+        return None
+
+
+@functools.cache
+def _schema_values(rng: Path, element: str, attribute: str) -> frozenset[str]:
+    """The ``<value>``s the RelaxNG at *rng* lists for *attribute* of every *element* named so,
+    following ``<ref>``s to their ``<define>``s (and the grammar's ``<include>``s), not into
+    child elements."""
+    grammar = _grammar(rng)
+    if grammar is None:
+        return frozenset()
+
+    def walk(node, found: set, inside: bool, visited: set) -> None:
+        for child in node:
+            tag = child.tag
+            if tag == f"{_RNG}element":
+                continue  # a child element's attributes are its own
+            if tag == f"{_RNG}ref":
+                key = (child.get("name"), inside)
+                if key not in visited:
+                    visited.add(key)
+                    for d in grammar.define(key[0]):
+                        walk(d, found, inside, visited)
+            elif tag == f"{_RNG}attribute" and not inside:
+                if child.get("name") == attribute:
+                    walk(child, found, True, visited)
+            elif tag == f"{_RNG}value" and inside:
+                if child.text:
+                    found.add(child.text.strip())
+            else:
+                walk(child, found, inside, visited)
+
+    found: set[str] = set()
+    for root in list(grammar.roots):
+        for el in root.iter(f"{_RNG}element"):
+            if el.get("name") == element:
+                walk(el, found, False, set())
+    return frozenset(found)
 
 
 @functools.cache

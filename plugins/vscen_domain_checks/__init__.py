@@ -2,7 +2,8 @@
 
 Each validator reads ``ctx.xml`` (the rendered ``<domain>``), returns nothing where it does not
 apply, and points each failure at the XPath of the offending element so the pipeline can name
-the plugin that wrote it.
+the plugin that wrote it. ``launch-security-platform`` (q35 and UEFI for the x86 types) belongs
+to the launch-security plugin, which owns the launch-security types.
 """
 
 from __future__ import annotations
@@ -11,46 +12,11 @@ import re
 
 from vscen import Check, Validator, hookimpl
 
-#: launch security types of x86 hosts: they need q35 (PCIe, SMM) and UEFI (OVMF measures the boot)
-X86_LAUNCH_SECURITY = ("sev", "sev-snp", "tdx")
-Q35 = re.compile(r"^(pc-)?q35(-.+)?$")
-UEFI_LOADER = re.compile(r"ovmf|edk2|efi", re.IGNORECASE)
 VIRTIO_MODEL = re.compile(r"^virtio(-.*)?$")
 
 
 def path(el) -> str:
     return el.getroottree().getpath(el)
-
-
-# -- launch-security-platform ---------------------------------------------------------------
-
-
-def check_launch_security_platform(ctx):
-    root = ctx.xml
-    ls = root.find("launchSecurity")
-    if ls is None or ls.get("type") not in X86_LAUNCH_SECURITY:
-        return []
-    kind = ls.get("type")
-    checks = []
-    os_ = root.find("os")
-    os_type = root.find("os/type")
-    machine = os_type.get("machine", "") if os_type is not None else ""
-    if not Q35.match(machine):
-        checks.append(Check(
-            "fail", f"launch security {kind} needs the q35 machine, not "
-                    f"{machine or 'the default machine (i440fx on x86)'}",
-            fix="set --machine q35", element=path(os_type if os_type is not None else root),
-        ))
-    loader = root.find("os/loader")
-    uefi = (os_ is not None and os_.get("firmware") == "efi") or (
-        loader is not None and (loader.get("type") == "pflash" or UEFI_LOADER.search(loader.text or "")))
-    if not uefi:
-        checks.append(Check(
-            "fail", f"launch security {kind} needs UEFI firmware, and the domain boots BIOS",
-            fix="add the uefi feature (--feature +uefi) or set --firmware efi",
-            element=path(os_ if os_ is not None else root),
-        ))
-    return checks or [Check("pass", f"launch security {kind} on {machine} with UEFI")]
 
 
 # -- launch-security-iommu ------------------------------------------------------------------
@@ -188,9 +154,6 @@ def check_host_offers(ctx):
 
 
 VALIDATORS = (
-    Validator(name="launch-security-platform", kind="domain",
-              summary="a confidential guest runs on q35 with UEFI",
-              check=check_launch_security_platform),
     Validator(name="launch-security-iommu", kind="domain",
               summary="a confidential guest's virtio devices use the IOMMU",
               check=check_launch_security_iommu),

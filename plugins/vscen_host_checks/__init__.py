@@ -4,10 +4,8 @@ Each validator reads the host facts (libvirt's capabilities and domain capabilit
 pass, warn or fail with what it saw and how to fix it. Facts that libvirt does not report
 (whether swtpm or virtiofsd is installed) can only be read on the host itself: from the facts'
 local part where they have one (a live local host, or a snapshot of one), else on this machine
-when the connection is local. Where the facts carry the kernel's side (``ctx.host.local``:
-KVM module parameters, ``/dev/sev``, the kernel command line), confidential-computing reports it
-too, with the exact module option or kernel parameter to set; its status follows the domain
-capabilities (what libvirt will use): fail where they offer nothing usable, else warn.
+when the connection is local. The launch-security check (``confidential-computing``) belongs
+to the launch-security plugin, which owns the launch-security types.
 """
 
 from __future__ import annotations
@@ -17,26 +15,9 @@ import shutil
 
 from vscen import Check, Validator, hookimpl
 
-#: strongest first: SNP and TDX protect memory integrity too, SEV-ES the registers, SEV memory only
-LAUNCH_SECURITY = ("sev-snp", "tdx", "sev-es", "sev")
-#: the first libvirt release that accepts each <launchSecurity type=...>
-LIBVIRT_SINCE = {"sev": "4.5", "sev-es": "4.5", "sev-snp": "10.5", "tdx": "11.6"}
 SWTPM_PATHS = ("/usr/bin/swtpm",)
 #: distributions install virtiofsd outside PATH
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
-
-ENABLE_SEV = (
-    "Enable SEV (and SME, SEV-ES) in the host's firmware/BIOS setup; boot the host kernel with "
-    "'mem_encrypt=on kvm_amd.sev=1 kvm_amd.sev_es=1'; check that "
-    "/sys/module/kvm_amd/parameters/sev reads Y and /dev/sev exists; then restart libvirt "
-    "(virtqemud or libvirtd) so its domain capabilities list sev"
-)
-ENABLE_TDX = (
-    "Enable TDX (with TME/MKTME) in the host's firmware/BIOS setup; boot a TDX-capable host "
-    "kernel with 'kvm_intel.tdx=1'; check that /sys/module/kvm_intel/parameters/tdx reads Y; "
-    "then restart libvirt (virtqemud or libvirtd) so its domain capabilities list tdx"
-)
-
 
 def is_local(ctx) -> bool:
     """Whether the guest's host is this machine (a URI without a host part, or none)."""
@@ -66,157 +47,8 @@ def check_kvm(ctx):
     )]
 
 
-# -- confidential-computing -----------------------------------------------------------------
-
-
 def _names(types) -> str:
     return ", ".join(types) if types else "none"
-
-
-def _domcaps_side(ctx):
-    offered = [t for t in LAUNCH_SECURITY if t in ctx.host.launch_security]
-    known = [t for t in LAUNCH_SECURITY if ctx.support.knows(t)]
-    usable = [t for t in offered if t in known]
-    if usable:
-        return [Check("pass", f"the host offers {_names(offered)} and the installed libvirt "
-                              f"knows {_names(known)}: using {usable[0]}")]
-    if offered:
-        # the host is ready; only the libvirt here is too old to write or check the XML
-        need = sorted(offered, key=lambda t: [int(p) for p in LIBVIRT_SINCE[t].split(".")])[0]
-        where = "" if ctx.support.schema else " (its schema was not found)"
-        return [Check(
-            "fail",
-            f"the host offers {_names(offered)} but the installed libvirt knows "
-            f"{_names(known)}{where}",
-            fix=f"install libvirt >= {LIBVIRT_SINCE[need]} (the first release with launch security "
-                f"type '{need}') on this machine, from the distribution's backports or upstream",
-        )]
-    vendor = ctx.host.cpu_vendor.lower()
-    if vendor.startswith("amd"):
-        fix = ENABLE_SEV
-    elif vendor.startswith("intel"):
-        fix = ENABLE_TDX
-    else:
-        fix = ("Confidential guests need an AMD EPYC host with SEV or an Intel Xeon host with "
-               f"TDX. AMD: {ENABLE_SEV}. Intel: {ENABLE_TDX}")
-    if not ctx.host.kvm:
-        fix = "Confidential guests need KVM, and this host offers only TCG emulation. " + fix
-    return [Check(
-        "fail",
-        f"the host offers no launch security (no SEV, SEV-ES, SEV-SNP or TDX in its domain "
-        f"capabilities; CPU vendor {ctx.host.cpu_vendor or 'unknown'}); the installed libvirt "
-        f"knows {_names(known)}",
-        fix=fix,
-    )]
-
-
-def check_confidential_computing(ctx):
-    checks = _domcaps_side(ctx)
-    local = ctx.host.local
-    if local is None:
-        return checks
-    # the kernel's side explains the domcaps; its status follows them: where they offer
-    # nothing usable a kernel problem is a failure too, else a warning
-    bad = "fail" if checks[0].status == "fail" else "warn"
-    vendor = _vendor(ctx.host, local)
-    if vendor == "amd":
-        return checks + [_amd_kernel_side(ctx, local, bad)]
-    if vendor == "intel":
-        return checks + [_intel_kernel_side(ctx, local, bad)]
-    return checks + [Check(
-        bad, f"kernel: neither kvm_amd nor kvm_intel is loaded ({_loaded(local)}): no launch "
-             "security without hardware virtualisation",
-        fix="on AMD: 'options kvm_amd sev=1 sev_es=1' in /etc/modprobe.d/kvm_amd.conf, "
-            "'modprobe kvm_amd', boot with 'mem_encrypt=on'; on Intel: 'options kvm_intel tdx=1' "
-            "in /etc/modprobe.d/kvm_intel.conf, 'modprobe kvm_intel'; enable SEV or TDX in the "
-            "firmware/BIOS setup first")]
-
-
-def _vendor(host, local) -> str:
-    vendor = host.cpu_vendor.lower()
-    if vendor.startswith("amd") or "kvm_amd" in local.modules:
-        return "amd"
-    if vendor.startswith("intel") or "kvm_intel" in local.modules:
-        return "intel"
-    return ""
-
-
-def _loaded(local) -> str:
-    return "loaded KVM modules: " + (", ".join(local.modules) or "none")
-
-
-def _flag(value) -> str:
-    return {True: "Y", False: "N", None: "unset"}[value]
-
-
-def _amd_kernel_side(ctx, local, bad: str) -> Check:
-    """kvm_amd's sev, sev_es, sev_snp parameters and /dev/sev: what the kernel gives QEMU."""
-    sev, es, snp = (local.param(f"kvm_amd.{p}") for p in ("sev", "sev_es", "sev_snp"))
-    listed = ctx.host.sev is not None
-    if "kvm_amd" not in local.modules:
-        return Check(bad, f"kernel: kvm_amd is not loaded ({_loaded(local)}): no SEV",
-                     fix="enable AMD-V/SVM and SEV in the firmware/BIOS setup; put 'options "
-                         "kvm_amd sev=1 sev_es=1' in /etc/modprobe.d/kvm_amd.conf and run "
-                         "'modprobe kvm_amd'; boot with 'mem_encrypt=on'; then restart libvirt")
-    seen = (f"kernel: kvm_amd sev={_flag(sev)} sev_es={_flag(es)} sev_snp={_flag(snp)}, "
-            f"/dev/sev {'present' if local.sev_device else 'absent'}")
-    if not sev or not local.sev_device:
-        want = "sev=1 sev_es=1" + (" sev_snp=1" if ctx.support.knows("sev-snp") else "")
-        boot = "" if local.cmdline_has("mem_encrypt=on") else (
-            "; add 'mem_encrypt=on' to the kernel command line (GRUB_CMDLINE_LINUX in "
-            "/etc/default/grub, update-grub, reboot)")
-        why = "SEV is off in the kernel" if not sev else "the SEV device /dev/sev is missing"
-        if listed:
-            why += " although libvirt's domain capabilities list SEV (stale: restart libvirt)"
-        return Check(bad, f"{seen}: {why}", fix=(
-            f"enable SEV in the firmware/BIOS setup; put 'options kvm_amd {want}' in "
-            "/etc/modprobe.d/kvm_amd.conf and reload it (with no guest running: modprobe -r "
-            f"kvm_amd && modprobe kvm_amd){boot}; check that /sys/module/kvm_amd/parameters/sev "
-            "reads Y and /dev/sev exists; then restart libvirt (virtqemud or libvirtd)"))
-    if not listed:
-        return Check(bad, f"{seen}: the kernel offers SEV but libvirt's domain capabilities do "
-                          "not list it",
-                     fix="restart libvirt (virtqemud or libvirtd) so it probes QEMU again; check "
-                         "that QEMU was built with SEV support and that the qemu user may open "
-                         "/dev/sev")
-    if not es:
-        return Check("warn", f"{seen}: SEV-ES is off in the kernel, guests get plain SEV (their "
-                             "CPU registers are not encrypted)",
-                     fix="put 'options kvm_amd sev=1 sev_es=1' in /etc/modprobe.d/kvm_amd.conf "
-                         "and reload kvm_amd (or boot with 'kvm_amd.sev_es=1'); then restart "
-                         "libvirt")
-    if not snp and ctx.support.knows("sev-snp"):
-        return Check("warn", f"{seen}: SEV-SNP is off in the kernel, guests get SEV-ES (no memory "
-                             "integrity protection)",
-                     fix="enable SEV-SNP in the firmware/BIOS setup; put 'options kvm_amd sev=1 "
-                         "sev_es=1 sev_snp=1' in /etc/modprobe.d/kvm_amd.conf and reload kvm_amd; "
-                         "then restart libvirt")
-    return Check("pass", seen)
-
-
-def _intel_kernel_side(ctx, local, bad: str) -> Check:
-    """kvm_intel's tdx parameter."""
-    tdx = local.param("kvm_intel.tdx")
-    fix = ("enable TDX (with TME/MKTME) in the firmware/BIOS setup and boot a TDX-capable kernel; "
-           "put 'options kvm_intel tdx=1' in /etc/modprobe.d/kvm_intel.conf and reload it (with "
-           "no guest running: modprobe -r kvm_intel && modprobe kvm_intel), or boot with "
-           "'kvm_intel.tdx=1'; check that /sys/module/kvm_intel/parameters/tdx reads Y; then "
-           "restart libvirt (virtqemud or libvirtd)")
-    if "kvm_intel" not in local.modules:
-        return Check(bad, f"kernel: kvm_intel is not loaded ({_loaded(local)}): no TDX",
-                     fix="enable VT-x in the firmware/BIOS setup; " + fix)
-    seen = f"kernel: kvm_intel tdx={_flag(tdx)}"
-    if not tdx:
-        why = "TDX is off in the kernel"
-        if ctx.host.tdx:
-            why += " although libvirt's domain capabilities list TDX (stale: restart libvirt)"
-        return Check(bad, f"{seen}: {why}", fix=fix)
-    if not ctx.host.tdx:
-        return Check(bad, f"{seen}: the kernel offers TDX but libvirt's domain capabilities do not "
-                          "list it",
-                     fix="restart libvirt (virtqemud or libvirtd) so it probes QEMU again; TDX "
-                         "needs QEMU >= 10.1")
-    return Check("pass", seen)
 
 
 # -- uefi-firmware --------------------------------------------------------------------------
@@ -330,9 +162,6 @@ def check_virtiofsd(ctx):
 
 VALIDATORS = (
     Validator(name="kvm", summary="the host offers KVM", check=check_kvm),
-    Validator(name="confidential-computing",
-              summary="the host offers launch security that the installed libvirt knows",
-              check=check_confidential_computing),
     Validator(name="uefi-firmware", summary="the host has UEFI firmware for QEMU",
               check=check_uefi_firmware),
     Validator(name="tpm-emulator", summary="the host can emulate a TPM (swtpm)",

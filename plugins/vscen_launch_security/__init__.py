@@ -11,6 +11,9 @@
   17 that must be set, plus SMT allowed), ``0x10000000`` for TDX (SEPT_VE_DISABLE: the guest
   is not told about EPT violations it could be tricked with). Where nothing fits nothing is
   written: the ``confidential-computing`` host check fails the run and says what to enable.
+  The types, their ranking, labels, policies and the libvirt releases that know them are one
+  table (:mod:`vscen_launch_security.types`); what the host offers is this plugin's fact
+  ``launch-security.host``, and ``vscen host`` shows it through the provider's ``show``.
   The feature pulls in UEFI (the guest measures its boot), ``iommu-platform`` and locked
   memory (encrypted pages must never be swapped), and conflicts with what would cross the
   confidentiality boundary.
@@ -23,29 +26,26 @@
 
 from __future__ import annotations
 
-from vscen import Conflict, Feature, hookimpl
-
-SEV_FAMILY = ("sev-snp", "sev-es", "sev")
-#: the names users know, for notes
-LABELS = {"tdx": "TDX", "sev-snp": "SEV-SNP", "sev-es": "SEV-ES", "sev": "SEV"}
-POLICY = {"sev": "0x0003", "sev-es": "0x0007", "sev-snp": "0x00030000", "tdx": "0x10000000"}
+from vscen import Conflict, FactProvider, Feature, Validator, hookimpl
+from vscen_launch_security.types import BY_NAME, FACT, SEV_FAMILY, from_domcaps, host_offers, known_by, label, read_kernel
 
 
 def choose(ctx) -> str | None:
-    """The strongest type the host offers (``host.launch_security`` is strongest first)
-    that the installed libvirt knows; notes the stronger ones it had to pass over."""
+    """The strongest type the host offers (the ``launch-security.host`` fact, strongest
+    first) that the installed libvirt knows; notes the stronger ones it had to pass over."""
     skipped = []
-    for sectype in ctx.host.launch_security:
-        if sectype not in POLICY:  # a type this plugin cannot write (s390-pv...)
+    known = known_by(ctx.support)
+    for sectype in host_offers(ctx.host)["offered"]:
+        if sectype not in BY_NAME:  # a type this plugin cannot write (s390-pv...)
             continue
-        if ctx.support.knows(sectype):
+        if sectype in known:
             for other in skipped:
-                ctx.note(f"launch-security: {LABELS.get(other, other)} is offered by the host but the "
-                         f"installed libvirt's schema does not know it: using {LABELS[sectype]}")
+                ctx.note(f"launch-security: {label(other)} is offered by the host but the "
+                         f"installed libvirt's schema does not know it: using {label(sectype)}")
             return sectype
         skipped.append(sectype)
     if skipped:
-        ctx.note(f"launch-security: the host offers {', '.join(LABELS.get(t, t) for t in skipped)} but the installed "
+        ctx.note(f"launch-security: the host offers {', '.join(label(t) for t in skipped)} but the installed "
                  "libvirt knows none of them: no launch security is written")
     else:
         ctx.note("launch-security: the host offers no launch security type (SEV, SEV-ES, "
@@ -57,20 +57,19 @@ def apply_launch_security(domain, ctx) -> None:
     sectype = choose(ctx)
     if sectype is None:
         return
+    kind = BY_NAME[sectype]
     ls = domain.ensure("launchSecurity")
+    ls.set(type=kind.libvirt_type)
     if sectype in SEV_FAMILY:
-        ls.set(type="sev-snp" if sectype == "sev-snp" else "sev")
-        sev = ctx.host.sev
+        sev = host_offers(ctx.host)["sev"]
         if sev is not None:
-            ls.ensure("cbitpos").text(sev.cbitpos)
-            ls.ensure("reducedPhysBits").text(sev.reduced_phys_bits)
+            ls.ensure("cbitpos").text(sev["cbitpos"])
+            ls.ensure("reducedPhysBits").text(sev["reduced_phys_bits"])
         else:
             ctx.note("launch-security: the host facts carry no SEV parameters: libvirt fills "
                      "in cbitpos and reducedPhysBits")
-    else:
-        ls.set(type=sectype)
-    ls.ensure("policy").text(POLICY[sectype])
-    ctx.note(f"launch-security: using {LABELS[sectype]} (policy {POLICY[sectype]}), the "
+    ls.ensure("policy").text(kind.policy)
+    ctx.note(f"launch-security: using {kind.label} (policy {kind.policy}), the "
              "strongest type the host offers and the installed libvirt knows")
 
 
@@ -143,7 +142,59 @@ FEATURES = (
 )
 
 
+def read_host(probe):
+    """The ``launch-security.host`` fact: what the host offers, from the domain capabilities
+    the core read (live or recorded alike), and on the host itself the kernel's side (KVM
+    module parameters, ``/dev/sev``); None knows neither."""
+    if not probe.host.has_domcaps and not probe.local:
+        return None
+    kernel = read_kernel() if probe.local else {"kernel": None, "sev_device": None}
+    return {**from_domcaps(probe.host.domcaps_features), **kernel}
+
+
+def show_host(value, host, support):
+    """The confidential-computing rows of ``vscen host``."""
+    from vscen_launch_security.view import rows
+
+    return rows(value, host, support)
+
+
+def _validators():
+    from vscen_launch_security import checks
+
+    return (
+        Validator(name="confidential-computing",
+                  summary="the host offers launch security that the installed libvirt knows",
+                  check=checks.check_confidential_computing),
+        Validator(name="launch-security-platform", kind="domain",
+                  summary="a confidential guest runs on q35 with UEFI",
+                  check=checks.check_launch_security_platform),
+    )
+
+
 @hookimpl
 def vscen_register_features(register):
     for feature in FEATURES:
         register(feature)
+
+
+@hookimpl
+def vscen_register_validators(register):
+    for validator in _validators():
+        register(validator)
+
+
+@hookimpl
+def vscen_register_facts(register):
+    register(FactProvider(
+        name=FACT,
+        summary="the launch-security types the host offers, strongest first, the SEV family's "
+                "parameters (from its domain capabilities) and, read on the host itself, the "
+                "kernel's side (KVM module parameters, /dev/sev; else None)",
+        read=read_host,
+        example={"offered": ["sev-snp", "sev-es", "sev"],
+                 "sev": {"cbitpos": 51, "reduced_phys_bits": 1, "max_guests": 59, "max_es_guests": 450},
+                 "kernel": {"kvm_amd.sev": "Y", "kvm_amd.sev_es": "Y", "kvm_amd.sev_snp": "N"},
+                 "sev_device": True},
+        show=show_host,
+    ))

@@ -302,3 +302,44 @@ def test_snapshot_on_the_command_line_records_facts_and_names_a_failing_provider
     back = load_files([path])
     assert back.extra == {"demo.uri": "test:///default"}
     assert replace(back, extra={}) == replace(reference(), source=str(path))
+
+
+SHOW_PLUGIN = '''
+from vscen import FactProvider, hookimpl
+
+
+def _show(value, host, support):
+    return [("demo uri", f"{value} on {host.arch}")]
+
+
+def _broken(value, host, support):
+    raise RuntimeError("cannot draw")
+
+
+@hookimpl
+def vscen_register_facts(register):
+    register(FactProvider(name="demo.uri", summary="the URI", read=lambda probe: probe.connection.uri,
+                          show=_show))
+    register(FactProvider(name="demo.quiet", summary="JSON only", read=lambda probe: 7))
+    register(FactProvider(name="demo.broken", summary="cannot show", read=lambda probe: 1, show=_broken))
+'''
+
+
+def test_vscen_host_shows_the_plugins_facts(tmp_path):
+    """A provider's ``show`` adds rows to ``vscen host``, after kvm; every fact is in --json's
+    ``facts``; a ``show`` that raises is a warning naming the plugin."""
+    from coresupport import cli_env, vscen
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "demo_show.py").write_text(SHOW_PLUGIN)
+    env = cli_env(VSCEN_PLUGIN_PATH=str(tmp_path / "local"))
+    proc = vscen("host", "--connect", "test:///default", env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    kvm = next(i for i, line in enumerate(lines) if line.startswith("kvm "))
+    assert lines[kvm + 1].split() == ["demo", "uri", "test:///default", "on", "x86_64"]
+    assert "demo.quiet" not in proc.stdout
+    assert ("warning: plugin 'demo_show': fact 'demo.broken' could not be shown: RuntimeError: "
+            "cannot draw") in proc.stderr
+    proc = vscen("host", "--json", "--connect", "test:///default", env=env)
+    assert json.loads(proc.stdout)["facts"] == {"demo.broken": 1, "demo.quiet": 7, "demo.uri": "test:///default"}

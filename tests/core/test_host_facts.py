@@ -8,7 +8,7 @@ import pytest
 from coresupport import load_tests_conftest
 
 from vscen.errors import UsageError
-from vscen.host.facts import HostFacts, NumaCell, Sev, load_files, parse, reference
+from vscen.host.facts import HostFacts, NumaCell, load_files, parse, reference
 
 conftest = load_tests_conftest()
 HOSTS = conftest.HOSTS
@@ -24,52 +24,48 @@ EXPECTED = {
         sockets=1, dies=1, cores=16, threads=2, page_sizes=X86_CAPS_PAGES,
         cpu_modes={"host-passthrough", "maximum", "host-model", "custom"},
         firmware={"bios", "efi"}, secure_boot={"yes", "no"},
-        sev=Sev(cbitpos=51, reduced_phys_bits=1, max_guests=59, max_es_guests=450),
-        tdx=False, launch_security=("sev-snp", "sev-es", "sev"), iommu=True,
+        iommu=True,
         has_caps=True, has_domcaps=True,
     ),
     "intel-tdx": dict(
         arch="x86_64", domain_type="kvm", machine="pc-q35-10.1", cpu_vendor="Intel",
         host_model="GraniteRapids", max_vcpu=4096, page_sizes=X86_CAPS_PAGES,
         cpu_modes={"host-passthrough", "maximum", "host-model", "custom"},
-        firmware={"bios", "efi"}, sev=None, tdx=True, launch_security=("tdx",), iommu=False,
+        firmware={"bios", "efi"}, iommu=False,
         has_caps=True, has_domcaps=True,
     ),
     "kvm": dict(
         arch="x86_64", domain_type="kvm", machine="pc-q35-11.1", cpu_vendor="AMD",
         host_model="EPYC-Turin", max_vcpu=4096, page_sizes=X86_CAPS_PAGES,
-        firmware={"bios", "efi"}, sev=None, tdx=True, launch_security=("tdx",),
-        has_caps=True, has_domcaps=True,
+        firmware={"bios", "efi"}, has_caps=True, has_domcaps=True,
     ),
     "tcg": dict(
         arch="x86_64", domain_type="qemu", machine="pc-i440fx-11.1", host_model="EPYC",
         max_vcpu=255, page_sizes=(), cells=(), cpu_modes={"maximum", "host-model", "custom"},
-        firmware={"bios", "efi"}, secure_boot={"no"}, sev=None, tdx=False, launch_security=(),
-        has_caps=False, has_domcaps=True,
+        firmware={"bios", "efi"}, secure_boot={"no"}, has_caps=False, has_domcaps=True,
     ),
     "local-tcg": dict(
         arch="x86_64", domain_type="qemu", machine="pc-q35-7.2", cpu_vendor="AMD",
         cpu_model="kvm64", host_model="EPYC", max_vcpu=288, sockets=1, cores=2, threads=1,
         page_sizes=X86_CAPS_PAGES, cpu_modes={"maximum", "host-model", "custom"},
-        firmware={"efi"}, sev=None, tdx=False, launch_security=(), iommu=False,
+        firmware={"efi"}, iommu=False,
         has_caps=True, has_domcaps=True,
     ),
     "local-kvm": dict(
         arch="x86_64", domain_type="kvm", machine="pc-q35-7.2", cpu_vendor="AMD",
         cpu_model="kvm64", host_model="kvm64", max_vcpu=288, cores=2, threads=1,
         cpu_modes={"host-passthrough", "maximum", "host-model", "custom"},
-        firmware={"efi"}, sev=None, tdx=False, launch_security=(),
-        has_caps=True, has_domcaps=True,
+        firmware={"efi"}, has_caps=True, has_domcaps=True,
     ),
     "aarch64": dict(
         arch="aarch64", domain_type="kvm", machine="virt-11.1", max_vcpu=512, host_model="",
         emulator="/usr/bin/qemu-system-aarch64",
         cpu_modes={"host-passthrough", "maximum", "custom"}, firmware={"efi"},
-        sev=None, tdx=False, launch_security=(), has_caps=False, has_domcaps=True,
+        has_caps=False, has_domcaps=True,
     ),
     "numa4-hugepages": dict(
         arch="x86_64", domain_type="kvm", machine="pc-q35-11.1", host_model="EPYC-Turin",
-        page_sizes=X86_CAPS_PAGES, tdx=True, launch_security=("tdx",),
+        page_sizes=X86_CAPS_PAGES,
     ),
 }
 
@@ -112,18 +108,19 @@ def test_recorded_host_facts(host):
 
 def test_sev_host_details():
     facts = load_files(host_files("amd-sev"))
-    assert facts.sev.cbitpos == 51
-    assert facts.sev.reduced_phys_bits == 1
-    assert facts.sev.max_es_guests == 450
-    # strongest first; sev-es because maxESGuests > 0, sev-snp because domcaps lists it
-    assert facts.launch_security == ("sev-snp", "sev-es", "sev")
+    # domcaps' <features> as plain data: what they mean is the launch-security plugin's to say
+    sev = facts.domcaps_features["sev"]
+    assert {k: sev[k] for k in ("supported", "cbitpos", "reducedPhysBits", "maxGuests", "maxESGuests")} == {
+        "supported": "yes", "cbitpos": "51", "reducedPhysBits": "1", "maxGuests": "59", "maxESGuests": "450"}
+    assert facts.domcaps_features["launchSecurity"]["enums"]["sectype"] == ["sev", "sev-snp"]
     assert {"sev", "launchSecurity", "tpm", "iothreads"} <= facts.supported
     assert facts.cpus == 32 and facts.cells[0].cpus == tuple(range(32))
 
 
 def test_tdx_host_details():
     facts = load_files(host_files("intel-tdx"))
-    assert facts.tdx and facts.sev is None
+    assert facts.domcaps_features["tdx"]["supported"] == "yes"
+    assert facts.domcaps_features["sev"]["supported"] == "no"
     assert "sgx" in facts.supported and "tdx" in facts.supported
     assert not facts.offers("graphics.type", "spice")  # this host's QEMU has no spice
     assert facts.offers("graphics.type", "vnc")
@@ -154,8 +151,7 @@ def test_the_reference_host():
     assert (facts.cpu_vendor, facts.cpu_model, facts.host_model) == ("AMD", "EPYC-Milan", "EPYC-Milan")
     assert (facts.sockets, facts.dies, facts.cores, facts.threads) == (1, 1, 16, 2)
     assert facts.max_vcpu == 288
-    assert facts.sev == Sev(cbitpos=51, reduced_phys_bits=1, max_guests=15, max_es_guests=494)
-    assert facts.launch_security == ("sev-es", "sev") and not facts.tdx
+    assert facts.domcaps_features["sev"]["maxESGuests"] == "494"
     assert facts.firmware == frozenset({"efi"}) and facts.iommu
     assert [(c.id, len(c.cpus), c.pages[2048]) for c in facts.cells] == [(0, 16, 2048), (1, 16, 2048)]
     assert facts.page_sizes == X86_CAPS_PAGES
@@ -206,17 +202,6 @@ def test_an_unreadable_host_facts_file_is_a_usage_error_naming_it(tmp_path, make
 def test_parse_refuses_a_wrong_domcaps_root():
     with pytest.raises(UsageError, match="expected <domainCapabilities>, got <capabilities>"):
         parse(None, "<capabilities/>", "somewhere")
-
-
-def test_sev_es_needs_es_guest_slots_and_sev_snp_needs_libvirt_to_list_it():
-    domcaps = Path(host_files("amd-sev")[1]).read_text()
-    no_es = domcaps.replace("<maxESGuests>450</maxESGuests>", "<maxESGuests>0</maxESGuests>")
-    assert parse(None, no_es, "no-es").launch_security == ("sev-snp", "sev")
-    no_snp = domcaps.replace("<value>sev-snp</value>", "")
-    assert parse(None, no_snp, "no-snp").launch_security == ("sev-es", "sev")
-    no_sev = domcaps.replace("<sev supported='yes'>", "<sev supported='no'>")
-    facts = parse(None, no_sev, "no-sev")
-    assert facts.sev is None and facts.launch_security == ()
 
 
 def test_cells_group_their_cpus_by_physical_core():

@@ -111,34 +111,24 @@ def amd_host(root: Path, sev="Y", sev_es="Y", sev_snp="N", dev_sev=True):
 def test_an_empty_tree_knows_nothing(tree):
     facts = hl.read()
     assert facts == LocalFacts()
-    assert facts.param("kvm_amd.sev") is None and facts.ksm == "unavailable"
+    assert facts.ksm == "unavailable"
 
 
-def test_sev_enabled(tree):
+def test_kvm_modules_and_the_kernel_command_line(tree):
+    # the launch-security module parameters and /dev/sev are the launch-security plugin's to
+    # read (tests/plugins/test_launch_security_facts.py)
     amd_host(tree)
     facts = hl.read()
     assert facts.modules == ("kvm", "kvm_amd")
-    assert facts.params == (("kvm_amd.sev", "Y"), ("kvm_amd.sev_es", "Y"), ("kvm_amd.sev_snp", "N"))
-    assert facts.param("kvm_amd.sev") is True and facts.param("kvm_amd.sev_es") is True
-    assert facts.param("kvm_amd.sev_snp") is False and facts.param("kvm_intel.tdx") is None
-    assert facts.sev_device and facts.kvm_device and facts.kvm_usable
+    assert facts.kvm_device and facts.kvm_usable
     assert facts.cmdline_has("mem_encrypt=on") and not facts.cmdline_has("mem_encrypt")
+    assert hl.host_path("/dev/sev") == tree / "dev/sev"
 
 
-@pytest.mark.parametrize("value", ["N", "0"])
-def test_sev_disabled(tree, value):
-    amd_host(tree, sev=value, sev_es=value, dev_sev=False)
+def test_an_intel_host(tree):
+    write(tree, "sys/module/kvm_intel/parameters/nested", "Y\n")
     facts = hl.read()
-    assert facts.param("kvm_amd.sev") is False and facts.param("kvm_amd.sev_es") is False
-    assert not facts.sev_device
-
-
-def test_tdx(tree):
-    write(tree, "sys/module/kvm_intel/parameters/tdx", "Y\n")
-    write(tree, "sys/module/kvm_intel/parameters/nested", "Y\n")  # not one vscen reads
-    facts = hl.read()
-    assert facts.modules == ("kvm_intel",) and facts.params == (("kvm_intel.tdx", "Y"),)
-    assert facts.param("kvm_intel.tdx") is True and facts.param("kvm_amd.sev") is None
+    assert facts.modules == ("kvm_intel",)
     assert not facts.kvm_device and not facts.kvm_usable
 
 
@@ -224,7 +214,7 @@ def full_local_facts(tree) -> LocalFacts:
 
 def test_local_facts_round_trip_through_xml(tree):
     facts = full_local_facts(tree)
-    assert facts.param("kvm_amd.sev") and facts.hugepages and facts.firmware and facts.swtpm
+    assert facts.modules and facts.hugepages and facts.firmware and facts.swtpm
     assert hl.from_xml(hl.to_xml(facts)) == facts
     assert hl.from_xml(hl.to_xml(LocalFacts())) == LocalFacts()
 
@@ -263,13 +253,11 @@ def test_host_json_on_a_recorded_sev_host():
     assert flags == sorted(flags) and {"arch-capabilities", "flushbyasid", "gds-no"} <= set(flags)
     assert data["numa"][0]["hugepages"] == [{"size_kib": 2048, "total": 0, "free": None},
                                             {"size_kib": 1048576, "total": 0, "free": None}]
-    cc = data["confidential"]
-    assert cc["sev"] == {"offered": True, "kernel": None, "device": None, "cbitpos": 51,
-                              "reduced_phys_bits": 1, "max_guests": 59}
-    assert cc["sev_es"]["offered"] and cc["sev_snp"]["offered"] and not cc["tdx"]["offered"]
-    ls = data["launch_security"]
-    assert ls["offered"] == ["sev-snp", "sev-es", "sev"]
-    assert set(ls["usable"]) == set(ls["offered"]) & set(ls["libvirt_knows"])
+    # confidential computing is the launch-security plugin's fact, shown as the plugins' facts are
+    assert data["facts"]["launch-security.host"] == {
+        "offered": ["sev-snp", "sev-es", "sev"],
+        "sev": {"cbitpos": 51, "reduced_phys_bits": 1, "max_guests": 59, "max_es_guests": 450},
+        "kernel": None, "sev_device": None}  # recorded: the kernel's side is unknown
     assert data["iommu"] == {"capabilities": True, "groups": None}
     assert data["firmware"]["images"] == ["/obviously/fake/firmware1.fd", "/obviously/fake/firmware2.fd"]
     assert {"name": "q35", "canonical": "pc-q35-11.0", "max_cpus": 4096, "deprecated": False} in data["machines"]
@@ -296,7 +284,7 @@ def test_host_on_the_embedded_driver_shows_the_reference_host():
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["source"].startswith("reference host") and data["connection"] == "test:///default"
-    assert data["launch_security"]["offered"] == ["sev-es", "sev"]
+    assert data["facts"]["launch-security.host"]["offered"] == ["sev-es", "sev"]
 
 
 def test_host_options_belong_after_the_subcommand():

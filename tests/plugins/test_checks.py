@@ -8,6 +8,7 @@ import os
 
 import pytest
 from conftest import host_facts
+from vscen_launch_security.types import FACT, host_offers
 
 from vscen.context import Context
 from vscen.host.facts import NumaCell
@@ -17,7 +18,7 @@ from vscen.settings import build_settings
 from vscen.validate import Support
 
 #: what libvirt 9.0 (the installed one) knows; explicit so the tests do not depend on it
-LIBVIRT_9 = Support(launch_security=frozenset({"sev", "s390-pv"}), schema=True)
+LIBVIRT_9 = Support({"launchSecurity/@type": frozenset({"sev", "s390-pv"})}, schema=True)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,24 @@ def test_validators_are_registered_by_their_plugins(registry):
     host = {"kvm", "confidential-computing", "uefi-firmware", "tpm-emulator", "hugepages", "virtiofsd"}
     domain = {"launch-security-platform", "launch-security-iommu", "virtiofs-shared-memory",
               "io-native-cache", "host-offers"}
+    # the launch-security checks are the plugin's that owns the types
+    owner = {"confidential-computing": "launch-security", "launch-security-platform": "launch-security"}
     for name in host:
         assert registry.validators[name].kind == "host"
-        assert registry.plugin_of(name, "validators") == "host-checks"
+        assert registry.plugin_of(name, "validators") == owner.get(name, "host-checks")
     for name in domain:
         assert registry.validators[name].kind == "domain"
-        assert registry.plugin_of(name, "validators") == "domain-checks"
+        assert registry.plugin_of(name, "validators") == owner.get(name, "domain-checks")
     assert registry.validators["virtiofsd"].local_only
+
+
+def offering(facts, *types):
+    """*facts* whose launch-security plugin's fact says the host offers *types* (and the SEV
+    family's parameters where one of them is SEV)."""
+    value = {**host_offers(facts), "offered": list(types)}
+    if not any(t.startswith("sev") for t in types):
+        value["sev"] = None
+    return dataclasses.replace(facts, extra={**facts.extra, FACT: value})
 
 
 # -- kvm ------------------------------------------------------------------------------------
@@ -80,7 +92,7 @@ def test_confidential_computing_amd_sev_uses_the_strongest_known_type(registry):
     assert check.status == "pass"
     assert "sev-snp, sev-es, sev" in check.message  # what the host offers
     assert check.message.endswith("using sev-es")  # libvirt 9 knows no sev-snp
-    newer = Support(launch_security=frozenset({"sev", "sev-snp"}), schema=True)
+    newer = Support({"launchSecurity/@type": frozenset({"sev", "sev-snp"})}, schema=True)
     check = only(run(registry, "confidential-computing", make_ctx("amd-sev", support=newer)))
     assert check.status == "pass" and check.message.endswith("using sev-snp")
 
@@ -91,13 +103,13 @@ def test_confidential_computing_tdx_needs_a_newer_libvirt(registry, host):
     assert check.status == "fail"
     assert "offers tdx" in check.message and "knows sev-es, sev" in check.message
     assert "libvirt >= 11.6" in check.fix and "'tdx'" in check.fix
-    newer = Support(launch_security=frozenset({"sev", "tdx"}), schema=True)
+    newer = Support({"launchSecurity/@type": frozenset({"sev", "tdx"})}, schema=True)
     check = only(run(registry, "confidential-computing", make_ctx(host, support=newer)))
     assert check.status == "pass" and check.message.endswith("using tdx")
 
 
 def test_confidential_computing_sev_snp_only_host_names_libvirt_10_5(registry):
-    facts = dataclasses.replace(host_facts("amd-sev"), launch_security=("sev-snp",))
+    facts = offering(host_facts("amd-sev"), "sev-snp")
     check = only(run(registry, "confidential-computing", make_ctx(facts)))
     assert check.status == "fail" and "libvirt >= 10.5" in check.fix
 
@@ -127,7 +139,7 @@ def test_confidential_computing_tcg_host_needs_kvm(registry, host):
 
 
 def test_confidential_computing_intel_without_tdx_says_how_to_enable_it(registry):
-    facts = dataclasses.replace(host_facts("intel-tdx"), launch_security=(), tdx=False)
+    facts = offering(host_facts("intel-tdx"))
     check = only(run(registry, "confidential-computing", make_ctx(facts)))
     assert check.status == "fail" and "Intel" in check.message
     assert "kvm_intel.tdx=1" in check.fix and "BIOS" in check.fix and "kvm_amd" not in check.fix
@@ -143,22 +155,29 @@ def test_confidential_computing_unknown_vendor_gets_both_recipes(registry):
 
 
 def amd_kernel(sev="Y", sev_es="Y", sev_snp="N", dev_sev=True, loaded=True, cmdline="quiet"):
+    """(local facts, the launch-security fact's kernel side) of an AMD host."""
     from vscen.host.local import LocalFacts
 
-    params = (("kvm_amd.sev", sev), ("kvm_amd.sev_es", sev_es), ("kvm_amd.sev_snp", sev_snp))
-    return LocalFacts(kvm_device=True, kvm_usable=True, sev_device=dev_sev, cmdline=cmdline,
-                      modules=("kvm", "kvm_amd") if loaded else ("kvm",), params=params if loaded else ())
+    params = {"kvm_amd.sev": sev, "kvm_amd.sev_es": sev_es, "kvm_amd.sev_snp": sev_snp}
+    return (LocalFacts(kvm_device=True, kvm_usable=True, cmdline=cmdline,
+                       modules=("kvm", "kvm_amd") if loaded else ("kvm",)),
+            {"kernel": params if loaded else {}, "sev_device": dev_sev})
 
 
 def intel_kernel(tdx="Y"):
     from vscen.host.local import LocalFacts
 
-    return LocalFacts(kvm_device=True, kvm_usable=True, modules=("kvm", "kvm_intel"),
-                      params=(("kvm_intel.tdx", tdx),))
+    return (LocalFacts(kvm_device=True, kvm_usable=True, modules=("kvm", "kvm_intel")),
+            {"kernel": {"kvm_intel.tdx": tdx}, "sev_device": False})
 
 
-def with_local(host, local):
-    return dataclasses.replace(host_facts(host), local=local)
+def with_local(host, kernel_side):
+    """*host* (a name or facts) read on the host itself: its local facts, and the kernel's side
+    in the launch-security fact."""
+    facts = host_facts(host) if isinstance(host, str) else host
+    local, kernel = kernel_side if isinstance(kernel_side, tuple) else (kernel_side, {"kernel": {}, "sev_device": False})
+    facts = dataclasses.replace(facts, local=local)
+    return dataclasses.replace(facts, extra={**facts.extra, FACT: {**host_offers(facts), **kernel}})
 
 
 def statuses(checks):
@@ -170,7 +189,7 @@ def test_kernel_side_sev_on_passes_with_what_it_saw(registry):
     assert statuses(checks) == ["pass", "pass"]
     assert checks[1].message == "kernel: kvm_amd sev=Y sev_es=Y sev_snp=N, /dev/sev present"
     # a libvirt that knows sev-snp would use it: the kernel holding it back is a warning
-    newer = Support(launch_security=frozenset({"sev", "sev-snp"}), schema=True)
+    newer = Support({"launchSecurity/@type": frozenset({"sev", "sev-snp"})}, schema=True)
     checks = run(registry, "confidential-computing", make_ctx(with_local("amd-sev", amd_kernel()), support=newer))
     assert statuses(checks) == ["pass", "warn"] and "SEV-SNP is off" in checks[1].message
     assert "options kvm_amd sev=1 sev_es=1 sev_snp=1" in checks[1].fix
@@ -224,7 +243,7 @@ def test_kernel_side_kvm_amd_not_loaded(registry):
 
 
 def test_kernel_side_tdx(registry):
-    newer = Support(launch_security=frozenset({"sev", "tdx"}), schema=True)
+    newer = Support({"launchSecurity/@type": frozenset({"sev", "tdx"})}, schema=True)
     checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel()), support=newer))
     assert statuses(checks) == ["pass", "pass"] and checks[1].message == "kernel: kvm_intel tdx=Y"
     # libvirt 9 cannot use TDX: that fails, the kernel is fine
@@ -232,7 +251,7 @@ def test_kernel_side_tdx(registry):
     assert statuses(checks) == ["fail", "pass"]
     checks = run(registry, "confidential-computing", make_ctx(with_local("intel-tdx", intel_kernel("N")), support=newer))
     assert statuses(checks) == ["pass", "warn"] and "stale" in checks[1].message
-    no_tdx = dataclasses.replace(host_facts("intel-tdx"), launch_security=(), tdx=False, local=intel_kernel("N"))
+    no_tdx = offering(with_local("intel-tdx", intel_kernel("N")))
     checks = run(registry, "confidential-computing", make_ctx(no_tdx, support=newer))
     assert statuses(checks) == ["fail", "fail"] and "TDX is off in the kernel" in checks[1].message
     assert "'options kvm_intel tdx=1' in /etc/modprobe.d/kvm_intel.conf" in checks[1].fix

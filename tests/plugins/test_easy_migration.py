@@ -23,7 +23,7 @@ from vscen.resolve import Resolution
 from vscen.settings import build_settings
 from vscen.validate import Support
 
-LIBVIRT_9 = Support(launch_security=frozenset({"sev"}), schema=True)
+LIBVIRT_9 = Support({"launchSecurity/@type": frozenset({"sev"})}, schema=True)
 IMAGES = Path("/var/lib/libvirt/images")
 
 

@@ -11,7 +11,7 @@ from vscen.settings import build_settings
 from vscen.validate import Support
 
 #: what libvirt 9.0 knows; explicit so that a newer installed libvirt does not change the choice
-LIBVIRT_9 = Support(launch_security=frozenset({"sev", "s390-pv"}), schema=True)
+LIBVIRT_9 = Support({"launchSecurity/@type": frozenset({"sev", "s390-pv"})}, schema=True)
 
 #: (scenarios, host) pairs that render: the set that must define on test:///default too
 RENDERS = [

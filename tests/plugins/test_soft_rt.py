@@ -21,7 +21,7 @@ from vscen.resolve import Resolution
 from vscen.settings import build_settings
 from vscen.validate import Support
 
-LIBVIRT_9 = Support(launch_security=frozenset({"sev"}), schema=True)
+LIBVIRT_9 = Support({"launchSecurity/@type": frozenset({"sev"})}, schema=True)
 #: the recorded 4-cell host plus the local facts of a host prepared for real-time guests (the
 #: golden case soft-rt@numa4-rt): CPUs 2-7 isolated and tickless, PREEMPT_RT, tuned realtime
 NUMA4_RT = [*host_files("numa4-hugepages"), DATA / "hosts" / "numa4-rt-local.xml"]

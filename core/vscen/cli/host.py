@@ -21,8 +21,6 @@ from vscen.cli.common import ConnectOpt, HostFactsOpt, JsonOpt, err, split_featu
 app = typer.Typer(help="What the host offers, whether it is ready for scenarios, and snapshots of it.",
                   rich_markup_mode=None)
 
-#: strongest first, as the confidential-computing check ranks them
-LAUNCH_SECURITY = ("sev-snp", "tdx", "sev-es", "sev")
 _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
@@ -43,19 +41,23 @@ def _open(connect: str | None):
     return connection
 
 
-def _facts(connect: str | None, host_facts: list[Path] | None):
-    """(facts, connection URI or None) for the view."""
+def _facts(connect: str | None, host_facts: list[Path] | None, reg, pm):
+    """(facts, connection URI or None) for the view, with the plugins' facts (*reg*'s
+    providers; one that fails is a warning in *pm*)."""
     from vscen.host import facts as hf
+    from vscen.host.providers import read_provided
 
     if host_facts:
-        return hf.load_files(host_facts), None
+        return read_provided(hf.load_files(host_facts), reg, pm=pm), None
     connection = _open(connect)
     try:
         if connection.is_test:
-            return hf.reference(), connection.uri
-        from vscen.host.probe import probe_default
+            facts = hf.reference()
+        else:
+            from vscen.host.probe import probe_default
 
-        return probe_default(connection), connection.uri
+            facts = probe_default(connection)
+        return read_provided(facts, reg, connection=connection, pm=pm), connection.uri
     finally:
         connection.close()
 
@@ -72,7 +74,8 @@ def show(
     connect: ConnectOpt = None,
     host_facts: HostFactsOpt = None,
 ):
-    """Show the host: CPU, NUMA and huge pages, KVM, SEV/TDX, firmware, machine types, versions."""
+    """Show the host: CPU, NUMA and huge pages, KVM, firmware, machine types, versions, and the
+    plugins' host facts (confidential computing...)."""
     if ctx.invoked_subcommand:
         if json_ or connect or host_facts:
             from vscen.errors import UsageError
@@ -80,14 +83,33 @@ def show(
             raise UsageError(f"host: give --json, --connect and --host-facts after the subcommand "
                              f"(vscen host {ctx.invoked_subcommand} ... --json)")
         return
+    from vscen import pipeline
     from vscen.validate import Support
 
-    facts, uri = _facts(connect, host_facts)
-    data = view(facts, uri, Support.installed())
+    pm, reg = pipeline.load(pipeline.Request(scenarios=[]))
+    facts, uri = _facts(connect, host_facts, reg, pm)
+    for line in pm.warnings():
+        err(f"warning: {line}")
+    data = view(facts, uri)
     if json_:
         typer.echo(json.dumps(data, indent=2))
     else:
-        typer.echo(table(data))
+        typer.echo(table(data, plugin_rows(facts, reg, Support.installed(), pm)))
+
+
+def plugin_rows(facts, reg, support, pm=None) -> list[tuple[str, str]]:
+    """The rows of ``vscen host`` that the plugins' fact providers show (``FactProvider.show``);
+    one that fails is left out, with a warning."""
+    rows: list[tuple[str, str]] = []
+    for name, provider in reg.facts.items():
+        if provider.show is None:
+            continue
+        try:
+            rows += [(str(label), str(text)) for label, text in provider.show(facts.extra.get(name), facts, support)]
+        except Exception as exc:  # the plugin's fault: named, and the view carries on
+            err(f"warning: plugin '{reg.plugin_of(name, 'facts')}': fact '{name}' could not be shown: "
+                f"{type(exc).__name__}: {exc}")
+    return rows
 
 
 def _cpulist(cpus) -> str:
@@ -113,11 +135,10 @@ def _size(kib: int) -> str:
     return f"{kib} KiB"
 
 
-def view(facts, uri: str | None, support) -> dict:
-    """The host view as JSON-able data; :func:`table` renders it."""
+def view(facts, uri: str | None, support=None) -> dict:
+    """The host view as JSON-able data; :func:`table` renders it. *support* is no longer read
+    (what libvirt knows is in the plugins' rows, :func:`plugin_rows`): kept for callers."""
     local = facts.local
-    offered = [t for t in LAUNCH_SECURITY if t in facts.launch_security]
-    known = [t for t in LAUNCH_SECURITY if support.knows(t)]
     by_node: dict[int, dict[int, tuple[int, int]]] = {}
     for p in local.hugepages if local else ():
         by_node.setdefault(p.node, {})[p.size_kib] = (p.total, p.free)
@@ -131,10 +152,6 @@ def view(facts, uri: str | None, support) -> dict:
         cells.append({"id": cell.id, "memory_kib": cell.memory_kib, "cpus": list(cell.cpus),
                       "hugepages": pages})
 
-    def kernel(name):
-        return local.param(name) if local else None
-
-    sev = facts.sev
     return {
         "source": facts.source,
         "connection": uri,
@@ -156,19 +173,6 @@ def view(facts, uri: str | None, support) -> dict:
         "kvm": {"offered": facts.kvm, "device": local.kvm_device if local else None,
                 "usable": local.kvm_usable if local else None,
                 "modules": list(local.modules) if local else None},
-        "confidential": {
-            "sev": {"offered": sev is not None, "kernel": kernel("kvm_amd.sev"),
-                    "device": local.sev_device if local else None,
-                    "cbitpos": sev.cbitpos if sev else None,
-                    "reduced_phys_bits": sev.reduced_phys_bits if sev else None,
-                    "max_guests": sev.max_guests if sev else None},
-            "sev_es": {"offered": "sev-es" in offered, "kernel": kernel("kvm_amd.sev_es"),
-                       "max_guests": sev.max_es_guests if sev else None},
-            "sev_snp": {"offered": "sev-snp" in offered, "kernel": kernel("kvm_amd.sev_snp")},
-            "tdx": {"offered": facts.tdx, "kernel": kernel("kvm_intel.tdx")},
-        },
-        "launch_security": {"offered": offered, "libvirt_knows": known,
-                            "usable": [t for t in offered if t in known]},
         "iommu": {"capabilities": facts.iommu if facts.has_caps else None,
                   "groups": local.iommu_groups if local else None},
         "firmware": {
@@ -188,6 +192,8 @@ def view(facts, uri: str | None, support) -> dict:
         "programs": None if local is None else {"swtpm": local.swtpm or None,
                                                 "virtiofsd": local.virtiofsd or None},
         "cmdline": local.cmdline if local else None,
+        # the plugins' facts (``vscen.FactProvider``) by name, as ``vscen host snapshot`` records them
+        "facts": dict(sorted(facts.extra.items())),
     }
 
 
@@ -195,12 +201,9 @@ def _yn(value, yes="yes", no="no", unknown="unknown") -> str:
     return unknown if value is None else yes if value else no
 
 
-def _param(name: str, value) -> str:
-    return f"{name}={_yn(value, 'Y', 'N', 'unset')}"
-
-
-def table(d: dict) -> str:
-    """The host view as label / value lines."""
+def table(d: dict, extra_rows=()) -> str:
+    """The host view as label / value lines; *extra_rows*, the plugins' (:func:`plugin_rows`),
+    follow KVM."""
     unknown = ("unknown (recorded facts)" if d["connection"] is None
                else "unknown (remote host: only read on the host itself)"
                if not d["local"] and not d["connection"].startswith("test:")
@@ -239,25 +242,8 @@ def table(d: dict) -> str:
                                  "present but not usable (cannot open it read/write)" if k["device"]
                                  else "absent") + f"; modules: {', '.join(k['modules']) or 'none'}")
     add(("kvm", kvm))
-    cc = d["confidential"]
-    sev = cc["sev"]
+    rows += extra_rows
     local = d["local"]
-    add(("AMD SEV", ("offered" + f" (cbitpos {sev['cbitpos']}, reducedPhysBits "
-                                 f"{sev['reduced_phys_bits']}, {sev['max_guests']} guests)"
-                     if sev["offered"] else "not offered")
-         + (f"; kernel {_param('kvm_amd.sev', sev['kernel'])}, /dev/sev "
-            f"{_yn(sev['device'], 'present', 'absent')}" if local else "")))
-    add(("AMD SEV-ES", ("offered" + (f" ({cc['sev_es']['max_guests']} guests)" if cc["sev_es"]["offered"] else "")
-                        if cc["sev_es"]["offered"] else "not offered")
-         + (f"; kernel {_param('kvm_amd.sev_es', cc['sev_es']['kernel'])}" if local else "")))
-    add(("AMD SEV-SNP", ("offered" if cc["sev_snp"]["offered"] else "not offered")
-         + (f"; kernel {_param('kvm_amd.sev_snp', cc['sev_snp']['kernel'])}" if local else "")))
-    add(("Intel TDX", ("offered" if cc["tdx"]["offered"] else "not offered")
-         + (f"; kernel {_param('kvm_intel.tdx', cc['tdx']['kernel'])}" if local else "")))
-    ls = d["launch_security"]
-    add(("launch security", f"offered: {', '.join(ls['offered']) or 'none'}; the installed "
-                            f"libvirt knows: {', '.join(ls['libvirt_knows']) or 'none'}; "
-                            f"usable: {', '.join(ls['usable']) or 'none'}"))
     io = d["iommu"]
     add(("iommu", f"capabilities: {_yn(io['capabilities'])}"
                   + (f"; IOMMU groups: {io['groups']}" if local else "")))

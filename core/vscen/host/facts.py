@@ -39,14 +39,6 @@ class NumaCell:
 
 
 @dataclass(frozen=True)
-class Sev:
-    cbitpos: int
-    reduced_phys_bits: int
-    max_guests: int = 0
-    max_es_guests: int = 0
-
-
-@dataclass(frozen=True)
 class Machine:
     """A machine type the host's QEMU offers for the arch (libvirt capabilities)."""
 
@@ -98,12 +90,13 @@ class HostFacts:
     secure_boot: frozenset[str] = frozenset()
     #: "<device>.<enum>" -> values, e.g. "video.modelType" -> {"virtio", "qxl", ...}
     enums: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)
-    #: devices and features that domcaps says are supported, e.g. "tpm", "sev", "iothreads"
+    #: devices and features that domcaps says are supported, e.g. "tpm", "iothreads", "gic"
     supported: frozenset[str] = frozenset()
-    sev: Sev | None = None
-    tdx: bool = False
-    #: launch security types the host offers: sev, sev-es, sev-snp, tdx
-    launch_security: tuple[str, ...] = ()
+    #: domcaps' ``<features>`` as plain data, by element name: ``supported`` ("yes"/"no"), the
+    #: text of each child element by its name, and ``enums`` (name -> values), e.g.
+    #: ``{"gic": {"supported": "yes", "enums": {"version": ["2", "3"]}}}``; what each means is
+    #: for the plugin that uses it to say (its fact provider reads it here)
+    domcaps_features: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     iommu: bool = False
     has_caps: bool = False
     has_domcaps: bool = False
@@ -299,12 +292,8 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
             if dc.find(f"{top}[@supported='yes']") is not None:
                 supported.add(top)
         enums["memoryBacking.sourceType"] = frozenset(v.text for v in dc.iterfind("memoryBacking/enum[@name='sourceType']/value"))
-        sev = dc.find("features/sev[@supported='yes']")
-        if sev is not None:
-            kw["sev"] = Sev(_int(sev.findtext("cbitpos")), _int(sev.findtext("reducedPhysBits")),
-                            _int(sev.findtext("maxGuests")), _int(sev.findtext("maxESGuests")))
-        kw["tdx"] = dc.find("features/tdx[@supported='yes']") is not None
-        kw["launch_security"] = _launch_security(dc, kw.get("sev"), kw["tdx"])
+        kw["domcaps_features"] = {feat.tag: _plain(feat) for feat in dc.iterfind("features/*")
+                                  if isinstance(feat.tag, str)}
     if caps is not None:
         kw["machines"] = _machines(caps, kw.get("arch", "x86_64"))
     kw["enums"] = enums
@@ -312,22 +301,18 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
     return HostFacts(**kw)
 
 
-def _launch_security(dc, sev: Sev | None, tdx: bool) -> tuple[str, ...]:
-    """Strongest first. domcaps' sectype enum (libvirt >= 10.5) is authoritative where present."""
-    ls = dc.find("features/launchSecurity")
-    listed = {v.text for v in dc.iterfind("features/launchSecurity/enum[@name='sectype']/value")}
-    if ls is None or ls.get("supported") != "yes":
-        listed = {"sev"} if sev else set()
-    out = []
-    if tdx and (not listed or "tdx" in listed):
-        out.append("tdx")
-    if sev and "sev-snp" in listed:
-        out.append("sev-snp")
-    if sev and "sev" in listed and sev.max_es_guests > 0:
-        out.append("sev-es")
-    if sev and "sev" in listed:
-        out.append("sev")
-    return tuple(out)
+def _plain(el) -> dict[str, Any]:
+    """A domcaps ``<features>`` child as plain data: its attributes, its child elements' text
+    by name, and its ``<enum>``s' values under ``enums``."""
+    out: dict[str, Any] = dict(el.attrib)
+    enums = {e.get("name", ""): [(v.text or "").strip() for v in e.iterfind("value")]
+             for e in el.iterfind("enum")}
+    for child in el:
+        if isinstance(child.tag, str) and child.tag != "enum":
+            out[child.tag] = (child.text or "").strip()
+    if enums:
+        out["enums"] = enums
+    return out
 
 
 def _parser():

@@ -1,6 +1,6 @@
 """Facts only this machine can tell: what the kernel, sysfs and the file system say.
 
-libvirt reports what QEMU offers; whether ``/dev/kvm`` can be opened, how ``kvm_amd`` was
+libvirt reports what QEMU offers; whether ``/dev/kvm`` can be opened, which KVM modules are
 loaded, whether transparent huge pages are on or which firmware descriptors QEMU ships are
 read here, and only for a local connection; so are what a real-time guest needs from the
 kernel (isolated and tickless CPUs, a PREEMPT_RT kernel, tuned's profile) and the mounted file
@@ -19,8 +19,6 @@ from pathlib import Path
 #: the root every path below is read from (tests point it at a fake tree)
 SYSFS_ROOT = Path("/")
 
-#: the module parameters read, as "<module>.<parameter>"
-MODULE_PARAMS = ("kvm_amd.sev", "kvm_amd.sev_es", "kvm_amd.sev_snp", "kvm_intel.tdx")
 KVM_MODULES = ("kvm", "kvm_amd", "kvm_intel")
 #: where distributions install the programs libvirt needs (virtiofsd lives outside PATH)
 PROGRAMS = {
@@ -81,10 +79,6 @@ class LocalFacts:
     kvm_usable: bool = False
     #: the KVM modules loaded (kvm, kvm_amd, kvm_intel)
     modules: tuple[str, ...] = ()
-    #: ("kvm_amd.sev", "Y")... for the MODULE_PARAMS that exist, values as sysfs has them
-    params: tuple[tuple[str, str], ...] = ()
-    #: /dev/sev exists (the AMD secure processor's device)
-    sev_device: bool = False
     #: entries in /sys/kernel/iommu_groups (0: no IOMMU enabled)
     iommu_groups: int = 0
     #: the bracketed values of /sys/kernel/mm/transparent_hugepage/{enabled,defrag}
@@ -107,13 +101,6 @@ class LocalFacts:
     tuned_profile: str = ""
     #: mounted file systems (/proc/mounts, kernel-internal ones left out), in mount order
     mounts: tuple[Mount, ...] = ()
-
-    def param(self, name: str) -> bool | None:
-        """A boolean module parameter ("kvm_amd.sev"): True/False, None where not loaded."""
-        value = dict(self.params).get(name)
-        if value is None:
-            return None
-        return value.strip().upper() in ("Y", "1", "YES", "ON")
 
     def cmdline_has(self, option: str) -> bool:
         """Whether the kernel command line holds *option* ("mem_encrypt=on", "iommu=pt")."""
@@ -144,6 +131,13 @@ class LocalFacts:
 
 def _path(rel: str) -> Path:
     return SYSFS_ROOT / rel.lstrip("/")
+
+
+def host_path(path: str) -> Path:
+    """*path* ("/dev/sev", "/sys/module/kvm_amd/parameters/sev") on this machine, for a fact
+    provider reading the local host (``probe.local``): under the root that tests point at a
+    fake tree (public as ``vscen.host_path``)."""
+    return _path(path)
 
 
 def _text(where: str | Path) -> str | None:
@@ -291,20 +285,12 @@ def _firmware() -> tuple[FirmwareDescriptor, ...]:
 
 def read() -> LocalFacts:
     """The local facts of this machine (of the tree under ``SYSFS_ROOT``)."""
-    params = []
-    for name in MODULE_PARAMS:
-        module, _, param = name.partition(".")
-        value = _text(f"sys/module/{module}/parameters/{param}")
-        if value is not None:
-            params.append((name, value))
     groups = _path("sys/kernel/iommu_groups")
     kvm = _path("dev/kvm")
     return LocalFacts(
         kvm_device=kvm.exists(),
         kvm_usable=kvm.exists() and _usable(kvm),
         modules=tuple(m for m in KVM_MODULES if _path(f"sys/module/{m}").is_dir()),
-        params=tuple(params),
-        sev_device=_path("dev/sev").exists(),
         iommu_groups=len(list(groups.iterdir())) if groups.is_dir() else 0,
         thp_enabled=bracketed(_text("sys/kernel/mm/transparent_hugepage/enabled")),
         thp_defrag=bracketed(_text("sys/kernel/mm/transparent_hugepage/defrag")),
@@ -337,9 +323,6 @@ def to_xml(facts: LocalFacts):
     etree.SubElement(root, "kvm", device=_yes(facts.kvm_device), usable=_yes(facts.kvm_usable))
     for module in facts.modules:
         etree.SubElement(root, "module", name=module)
-    for name, value in facts.params:
-        etree.SubElement(root, "param", name=name).text = value
-    etree.SubElement(root, "sev", device=_yes(facts.sev_device))
     etree.SubElement(root, "iommuGroups", count=str(facts.iommu_groups))
     etree.SubElement(root, "transparentHugepages", enabled=facts.thp_enabled, defrag=facts.thp_defrag)
     if facts.ksm_run is not None:
@@ -398,8 +381,6 @@ def from_xml(el) -> LocalFacts:
         kvm_device=kvm is not None and kvm.get("device") == "yes",
         kvm_usable=kvm is not None and kvm.get("usable") == "yes",
         modules=tuple(m.get("name", "") for m in el.iterfind("module")),
-        params=tuple((p.get("name", ""), p.text or "") for p in el.iterfind("param")),
-        sev_device=el.find("sev[@device='yes']") is not None,
         iommu_groups=num(el.find("iommuGroups").get("count")) if el.find("iommuGroups") is not None else 0,
         thp_enabled=thp.get("enabled", "") if thp is not None else "",
         thp_defrag=thp.get("defrag", "") if thp is not None else "",
