@@ -127,6 +127,7 @@ FEATURES = (
             Conflict("memballoon", "the host cannot reclaim encrypted memory"),
         ),
         validators=("confidential-computing",),
+        facts=(FACT,),
         details="<launchSecurity> of the strongest type offered by the host and known to "
                 "libvirt; SEV family with the host's cbitpos and reducedPhysBits",
         apply=apply_launch_security,
