@@ -2,22 +2,18 @@
 
 Each validator reads the host facts (libvirt's capabilities and domain capabilities) and says
 pass, warn or fail with what it saw and how to fix it. Facts that libvirt does not report
-(whether swtpm or virtiofsd is installed) can only be read on the host itself: from the facts'
-local part where they have one (a live local host, or a snapshot of one), else on this machine
-when the connection is local. The launch-security check (``confidential-computing``) belongs
+(whether swtpm or virtiofsd is installed) are the facts' local part, read on the host itself
+(a live local host, or a snapshot of one); where the facts have none (a remote host, a recorded
+host without it, the embedded driver's reference host) the check says it does not know, rather
+than looking at this machine. The launch-security check (``confidential-computing``) belongs
 to the launch-security plugin, which owns the launch-security types.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 
 from vscen import Check, Validator, hookimpl
 
-SWTPM_PATHS = ("/usr/bin/swtpm",)
-#: distributions install virtiofsd outside PATH
-VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 
 def is_local(ctx) -> bool:
     """Whether the guest's host is this machine (a URI without a host part, or none)."""
@@ -26,11 +22,11 @@ def is_local(ctx) -> bool:
     return not ctx.uri or not urlparse(ctx.uri).hostname
 
 
-def find_program(name: str, paths: tuple[str, ...]) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    return next((p for p in paths if os.path.isfile(p) and os.access(p, os.X_OK)), None)
+def _unknown(ctx) -> str:
+    """Why a program of the host cannot be looked for: the facts have no local part."""
+    if not is_local(ctx):
+        return f"{ctx.uri} is a remote host"
+    return f"{ctx.host.source} does not say which programs the host has (only a snapshot of a local host does)"
 
 
 # -- kvm ----------------------------------------------------------------------------------------
@@ -89,13 +85,10 @@ def check_tpm_emulator(ctx):
                       fix="install swtpm and restart libvirt so it offers the emulator backend, "
                           "or drop the tpm feature (--feature -tpm)")]
     checks = [Check("pass", "the host offers the emulator TPM backend")]
-    if ctx.host.local is not None:  # read on the host itself (live, or a snapshot of it)
-        path = ctx.host.local.swtpm
-    elif not is_local(ctx):
-        checks.append(Check("skip", f"swtpm not looked for: {ctx.uri} is a remote host"))
+    if ctx.host.local is None:
+        checks.append(Check("skip", f"swtpm not looked for: {_unknown(ctx)}"))
         return checks
-    else:
-        path = find_program("swtpm", SWTPM_PATHS)
+    path = ctx.host.local.swtpm  # read on the host itself (live, or a snapshot of it)
     if path:
         checks.append(Check("pass", f"swtpm is installed ({path})"))
     else:
@@ -149,12 +142,14 @@ def check_hugepages(ctx):
 
 def check_virtiofsd(ctx):
     local = ctx.host.local
-    path = local.virtiofsd if local is not None else find_program("virtiofsd", VIRTIOFSD_PATHS)
+    if local is None:
+        return [Check("skip", f"virtiofsd not looked for: {_unknown(ctx)}")]
+    path = local.virtiofsd
     if path:
         return [Check("pass", f"virtiofsd is installed ({path})")]
     return [Check(
         "warn", "virtiofsd is not installed: libvirt cannot share host directories with virtiofs "
-                f"(looked in PATH, {', '.join(VIRTIOFSD_PATHS)})",
+                "(looked in PATH and where distributions install it)",
         fix="install virtiofsd (apt/dnf install virtiofsd; older distributions ship it with QEMU: "
             "qemu-system-common or qemu-kvm-common)",
     )]
@@ -168,8 +163,7 @@ VALIDATORS = (
               check=check_tpm_emulator),
     Validator(name="hugepages", summary="the host has enough free huge pages for the guest",
               check=check_hugepages),
-    Validator(name="virtiofsd", summary="virtiofsd is installed", check=check_virtiofsd,
-              local_only=True),
+    Validator(name="virtiofsd", summary="virtiofsd is installed", check=check_virtiofsd),
 )
 
 
