@@ -11,7 +11,6 @@ to the launch-security plugin, which owns the launch-security types.
 
 from __future__ import annotations
 
-
 from vscen import Check, Validator, hookimpl
 
 
