@@ -74,21 +74,35 @@ def rollback(entries: list[dict], journal, connection, registry, keep_storage: b
 
     Each entry taken back costs one append to the journal's log (not a rewrite of the
     journal), and the journal is compacted once at the end: linear in the entries."""
-    problems = []
+    problems: list[str] = []
+    dirs = []
     for entry in reversed(entries):
         if keep_storage and entry["record"].get("storage") is True:
             continue
-        if _is_dirs(entry) and any(not _is_dirs(e) for e in journal.entries):
-            # the guest's directory holds the journal of what is still there: it stays
+        if _is_dirs(entry):
+            dirs.append(entry)  # last: the guest's directory holds the journal of the rest
             continue
-        try:
-            undo_entry(entry, connection, registry, home=journal.path.parent)
-            journal.remove(entry)
-        except Exception as exc:  # keep taking back the rest; report what stays
-            kind = entry["record"].get("kind", "")
-            problems.append(f"{entry['owner']} {kind if isinstance(kind, str) else ''}: {exc}".replace("\n", " "))
+        _undo_one(entry, journal, connection, registry, problems)
+    if not any(not _is_dirs(e) for e in journal.entries):
+        # two runs racing to make the directories may each have made part of them: deepest first
+        for entry in sorted(dirs, key=_deepest, reverse=True):
+            _undo_one(entry, journal, connection, registry, problems)
     journal.compact()
     return problems
+
+
+def _undo_one(entry, journal, connection, registry, problems: list[str]) -> None:
+    try:
+        undo_entry(entry, connection, registry, home=journal.path.parent)
+        journal.remove(entry)
+    except Exception as exc:  # keep taking back the rest; report what stays
+        kind = entry["record"].get("kind", "")
+        problems.append(f"{entry['owner']} {kind if isinstance(kind, str) else ''}: {exc}".replace("\n", " "))
+
+
+def _deepest(entry: dict) -> int:
+    paths = entry["record"].get("paths")
+    return max((len(p) for p in paths if isinstance(p, str)), default=0) if isinstance(paths, list) else 0
 
 
 def _is_dirs(entry: dict) -> bool:
@@ -150,8 +164,9 @@ def _undo_dirs(_conn, record, home) -> None:
     if not paths or not all(isinstance(p, str) for p in paths) or len(paths) > 64:
         raise VscenError(f"{what}: the journal's 'paths' is not a list of directories; not touched")
     # only the guest's directory and the parents made for it, each the parent of the next
-    if paths[-1] != str(home) or any(str(Path(b).parent) != a for a, b in zip(paths, paths[1:], strict=False)):
-        raise VscenError(f"{what}: {paths[-1]} is not this guest's directory {home} and its parents; not touched")
+    chain = [str(p) for p in (home, *home.parents)]
+    if paths[-1] not in chain or any(str(Path(b).parent) != a for a, b in zip(paths, paths[1:], strict=False)):
+        raise VscenError(f"{what}: {paths[-1]} is not this guest's directory {home} or its parents; not touched")
     for p in map(Path, reversed(paths)):
         if p.is_symlink() or not p.is_dir():
             continue
