@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vscen.errors import LibvirtError, VscenError
+from vscen.errors import ExistsError, LibvirtError, VscenError
 from vscen.files import atomic_write
 from vscen.model import Step
 
@@ -257,9 +257,25 @@ def _with_uuid(xml: str, uuid: str) -> str:
 
 def define(conn, xml: str, existing) -> Step:
     import libvirt
+    from lxml import etree
+
+    name = etree.fromstring(xml.encode()).findtext("name")
 
     def do():
         text, old = xml, None
+        now = existing
+        if now is None:
+            # another run of this guest may have defined it between this run's plan and its
+            # lock: the same definition is done already; another one is not this run's to replace
+            try:
+                now = conn.conn.lookupByName(name)
+            except libvirt.libvirtError:
+                now = None
+            if now is not None:
+                if stored_digest(now) == digest(xml):
+                    return None
+                raise ExistsError(f"domain: '{name}' was defined on {conn.uri} with another definition "
+                                  "since this run's plan (another vscen?); run again, or use --force")
         if existing is not None:
             old = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
             # libvirt redefines a domain of the same name only under the same UUID

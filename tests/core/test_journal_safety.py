@@ -362,3 +362,38 @@ def test_load_refuses_what_would_be_unbounded(tmp_path):
     (home / LOGNAME).chmod(0o600)
     with pytest.raises(UsageError, match="has no seq|neither an add nor a remove"):
         Journal.load(home / FILENAME, name="g", uri="")
+
+
+def test_two_runs_of_one_guest_at_once_on_qemu_system(tmp_path):
+    """With a real daemon both runs see one domain: the second finds it made (nothing to do) or,
+    when it planned in the instant between the first's define and its mark, refuses clearly
+    (exit 6); either way no record is lost and destroy leaves nothing."""
+    import uuid
+
+    import libvirt
+    from conftest import system_or_skip
+
+    conn = system_or_skip()
+    name = f"vscen-test-pair-{uuid.uuid4().hex[:8]}"
+    out = str(tmp_path / "out")
+    args = ["run", "computation", "--connect", "qemu:///system", "--output", out, "--name", name,
+            "--disk", "none", "--network", "none", "--virt-type", "qemu", "--memory", "128MiB", "--vcpu", "1"]
+    try:
+        for _ in range(3):
+            procs = [subprocess.Popen([sys.executable, "-m", "vscen.cli", *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            codes = sorted(p.wait(120) for p in procs)
+            assert codes in ([0, 0], [0, 6]), [p.stderr.read() for p in procs]
+            kinds = [e["record"]["kind"] for e in Journal.load(Path(out) / name / FILENAME).entries]
+            assert sorted(kinds) == ["dirs", "domain", "file"], kinds
+            result = vscen("destroy", name, "--output", out)
+            assert result.returncode == 0, result.stderr
+            assert not Path(out).exists()
+            with pytest.raises(libvirt.libvirtError):
+                conn.lookupByName(name)
+    finally:
+        try:
+            conn.lookupByName(name).undefine()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
