@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vscen.errors import ExistsError, LibvirtError, VscenError
+from vscen.errors import ExistsError, LibvirtError, UsageError, VscenError
 from vscen.files import atomic_write
 from vscen.model import Step
 
@@ -69,11 +69,13 @@ def _lock(lock, journal) -> None:
     journal.reload()
 
 
-def rollback(entries: list[dict], journal, connection, registry, keep_storage: bool = False) -> list[str]:
+def rollback(entries: list[dict], journal, connection, registry, keep_storage: bool = False,
+             errors: list | None = None) -> list[str]:
     """Take back *entries*, newest first; returns what could not be taken back.
 
     Each entry taken back costs one append to the journal's log (not a rewrite of the
-    journal), and the journal is compacted once at the end: linear in the entries."""
+    journal), and the journal is compacted once at the end: linear in the entries. *errors*,
+    where given, receives the exceptions behind the problems."""
     problems: list[str] = []
     dirs = []
     for entry in reversed(entries):
@@ -82,20 +84,22 @@ def rollback(entries: list[dict], journal, connection, registry, keep_storage: b
         if _is_dirs(entry):
             dirs.append(entry)  # last: the guest's directory holds the journal of the rest
             continue
-        _undo_one(entry, journal, connection, registry, problems)
+        _undo_one(entry, journal, connection, registry, problems, errors)
     if not any(not _is_dirs(e) for e in journal.entries):
         # two runs racing to make the directories may each have made part of them: deepest first
         for entry in sorted(dirs, key=_deepest, reverse=True):
-            _undo_one(entry, journal, connection, registry, problems)
+            _undo_one(entry, journal, connection, registry, problems, errors)
     journal.compact()
     return problems
 
 
-def _undo_one(entry, journal, connection, registry, problems: list[str]) -> None:
+def _undo_one(entry, journal, connection, registry, problems: list[str], errors: list | None) -> None:
     try:
         undo_entry(entry, connection, registry, home=journal.path.parent)
         journal.remove(entry)
     except Exception as exc:  # keep taking back the rest; report what stays
+        if errors is not None:
+            errors.append(exc)
         kind = entry["record"].get("kind", "")
         problems.append(f"{entry['owner']} {kind if isinstance(kind, str) else ''}: {exc}".replace("\n", " "))
 
@@ -116,7 +120,7 @@ def undo_entry(entry: dict, connection, registry, home: Path | None = None) -> N
         kind = record.get("kind")
         undo = UNDO.get(kind) if isinstance(kind, str) else None
         if undo is None:
-            raise VscenError(f"vscen: the journal's record kind {kind!r} is not one vscen writes; not touched")
+            raise UsageError(f"vscen: the journal's record kind {kind!r} is not one vscen writes; not touched")
         undo(connection, record, home)
         return
     action = registry.host_actions.get(owner) if registry else None
@@ -162,11 +166,11 @@ def _undo_dirs(_conn, record, home) -> None:
     home = _home(home, what)
     paths = record["paths"]
     if not paths or not all(isinstance(p, str) for p in paths) or len(paths) > 64:
-        raise VscenError(f"{what}: the journal's 'paths' is not a list of directories; not touched")
+        raise UsageError(f"{what}: the journal's 'paths' is not a list of directories; not touched")
     # only the guest's directory and the parents made for it, each the parent of the next
     chain = [str(p) for p in (home, *home.parents)]
     if paths[-1] not in chain or any(str(Path(b).parent) != a for a, b in zip(paths, paths[1:], strict=False)):
-        raise VscenError(f"{what}: {paths[-1]} is not this guest's directory {home} or its parents; not touched")
+        raise UsageError(f"{what}: {paths[-1]} is not this guest's directory {home} or its parents; not touched")
     for p in map(Path, reversed(paths)):
         if p.is_symlink() or not p.is_dir():
             continue
@@ -314,7 +318,7 @@ def _check_domain(record, what: str) -> None:
 
     check_record(record, _DOMAIN, what)
     if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", record["uuid"]):
-        raise VscenError(f"{what}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
+        raise UsageError(f"{what}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
 
 
 def stored_digest(dom, live: bool = False) -> str | None:

@@ -4,7 +4,9 @@ the one vscen wrote, and that a host setting is undone on the host where it was 
 
 A journal is input like any other: an edited one must not make ``vscen destroy`` delete,
 overwrite or write anything vscen did not make. Every refusal is a VscenError with one line
-naming the record and what is wrong.
+naming the record and what is wrong: a record of the wrong shape or a path outside the places
+vscen writes is a UsageError (exit 2: the journal is damaged or edited); a thing that is no
+longer what vscen made is a VscenError (exit 1).
 """
 
 from __future__ import annotations
@@ -15,26 +17,26 @@ import os
 import stat
 from pathlib import Path
 
-from vscen.errors import VscenError
+from vscen.errors import UsageError, VscenError
 
 
 def check_record(record, fields: dict, what: str) -> dict:
     """*record* if each key of *fields* is there with a value of its type (a type or a tuple of
     types; a key ending in ``?`` may be missing); a VscenError naming *what* otherwise."""
     if not isinstance(record, dict):
-        raise VscenError(f"{what}: the journal's record is a {type(record).__name__}, not an object; not touched")
+        raise UsageError(f"{what}: the journal's record is a {type(record).__name__}, not an object; not touched")
     for key, kind in fields.items():
         optional = key.endswith("?")
         key = key.rstrip("?")
         if key not in record:
             if optional:
                 continue
-            raise VscenError(f"{what}: the journal's record has no '{key}'; not touched")
+            raise UsageError(f"{what}: the journal's record has no '{key}'; not touched")
         value = record[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            raise VscenError(f"{what}: the journal's '{key}' is {type(value).__name__}, not {allowed}; not touched")
+            raise UsageError(f"{what}: the journal's '{key}' is {type(value).__name__}, not {allowed}; not touched")
     return record
 
 
@@ -43,23 +45,23 @@ def safe_path(path, roots, what: str, pattern: str | None = None) -> Path:
     of *roots* (or one of them), its name matching *pattern* (fnmatch) where given, and no
     part of it below the root a symbolic link; a VscenError naming *what* otherwise."""
     if not isinstance(path, str) or not path or "\0" in path or len(path) > 4096:
-        raise VscenError(f"{what}: the journal names no usable path ({path!r}); not touched")
+        raise UsageError(f"{what}: the journal names no usable path ({path!r}); not touched")
     if not os.path.isabs(path) or os.path.normpath(path) != path or "/../" in f"{path}/":
-        raise VscenError(f"{what}: {path} is not a plain absolute path (relative, or with '..'); not touched")
+        raise UsageError(f"{what}: {path} is not a plain absolute path (relative, or with '..'); not touched")
     p = Path(path)
     for root in map(Path, roots):
         if p == root or root in p.parents:
             break
     else:
         places = ", ".join(str(r) for r in roots)
-        raise VscenError(f"{what}: {path} is outside the places vscen writes ({places}); not touched")
+        raise UsageError(f"{what}: {path} is outside the places vscen writes ({places}); not touched")
     if pattern and not fnmatch.fnmatch(p.name, pattern):
-        raise VscenError(f"{what}: {path} is not a file vscen writes (named {pattern}); not touched")
+        raise UsageError(f"{what}: {path} is not a file vscen writes (named {pattern}); not touched")
     current = root
     for part in p.relative_to(root).parts:
         current = current / part
         if current.is_symlink():
-            raise VscenError(f"{what}: {current} is a symbolic link; {path} not touched")
+            raise UsageError(f"{what}: {current} is a symbolic link; {path} not touched")
     return p
 
 

@@ -41,7 +41,7 @@ from vscen import (
     HostError,
     Setting,
     Step,
-    VscenError,
+    UsageError,
     check_host,
     check_record,
     hookimpl,
@@ -153,10 +153,10 @@ def undo(connection, record: dict) -> None:
     check_record(record, {"kind": str, "setting": str, "value": str, "previous": str, "host": dict}, "host tuning")
     setting = record["setting"]
     if record["kind"] != "sysfs" or setting not in SETTINGS:
-        raise VscenError(f"host tuning: {setting!r} is not a setting vscen tunes; not touched")
+        raise UsageError(f"host tuning: {setting!r} is not a setting vscen tunes; not touched")
     for key in ("value", "previous"):
         if record[key] not in VALUES[setting]:
-            raise VscenError(f"host tuning: {record[key]!r} is not a value of {setting} "
+            raise UsageError(f"host tuning: {record[key]!r} is not a value of {setting} "
                              f"({', '.join(VALUES[setting])}); not touched")
     if not check_host(record["host"], connection, f"host tuning {setting}"):
         return  # changed before the host rebooted: the kernel's default is back

@@ -12,6 +12,7 @@ from vscen import (
     ExistsError,
     HostError,
     Step,
+    UsageError,
     VscenError,
     atomic_write,
     check_host,
@@ -126,7 +127,7 @@ def undo_sysctl(connection, record: dict) -> None:
                           "previous?": (dict, type(None)), "host": dict}, what)
     path = safe_path(record["path"], [SYSCTL_CONF.parent], what, pattern="*vscen*.conf")
     if path != SYSCTL_CONF:
-        raise VscenError(f"{what}: the journal names {path}, not {SYSCTL_CONF}: not touched")
+        raise UsageError(f"{what}: the journal names {path}, not {SYSCTL_CONF}: not touched")
     check_host(record["host"], connection, what)  # a file: a reboot changes nothing
     backup = record.get("backup")
     if backup:

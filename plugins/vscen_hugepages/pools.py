@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vscen import HostError, LibvirtError, Step, VscenError, check_host, check_record, host_identity
+from vscen import HostError, LibvirtError, Step, UsageError, VscenError, check_host, check_record, host_identity
 from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, echo_command, size_text
 
 #: sysfs root (tests point it at a fake tree)
@@ -279,13 +279,13 @@ def undo_pages(connection, record: dict) -> None:
     check_record(record, {"size_kib": int, "via": str, "previous": dict, "added": dict, "host": dict}, what)
     size = record["size_kib"]
     if size <= 0 or size > 16 * 1024 * 1024:
-        raise VscenError(f"{what}: the journal's page size {size} KiB is not a huge page size; not touched")
+        raise UsageError(f"{what}: the journal's page size {size} KiB is not a huge page size; not touched")
     counts = []
     for key in ("previous", "added"):
         table = record[key]
         if len(table) > 1024 or not all(isinstance(c, str) and c.lstrip("-").isdigit() and isinstance(v, int)
                                         and not isinstance(v, bool) and 0 <= v < 1 << 40 for c, v in table.items()):
-            raise VscenError(f"{what}: the journal's '{key}' is not a table of cells to page counts; not touched")
+            raise UsageError(f"{what}: the journal's '{key}' is not a table of cells to page counts; not touched")
         counts.append({int(c): v for c, v in table.items()})
     previous, added = counts
     if not check_host(record["host"], connection, f"{what} of {size} KiB"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-from vscen import HostAction, HostError, LibvirtError, Step, VscenError, check_record, hookimpl
+from vscen import HostAction, HostError, LibvirtError, Step, UsageError, VscenError, check_record, hookimpl
 
 #: network name -> libvirt's stock definition of it, read on this machine only
 STOCK_DEFINITIONS = {"default": "/usr/share/libvirt/networks/default.xml"}
@@ -268,12 +268,12 @@ def undo(connection, record: dict) -> None:
     check_record(record, {"kind": str, "name": str, "uuid": str, "defined?": bool}, "network")
     kind, name = record["kind"], record["name"]
     if kind not in ("network", "network-started"):
-        raise VscenError(f"network: unknown record kind '{kind}'; not touched")
+        raise UsageError(f"network: unknown record kind '{kind}'; not touched")
     conn = connection.conn
     # by the UUID libvirt gave the network vscen made or started: a network of that name made
     # by anyone else since is not the same one
     if not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", record["uuid"]):
-        raise VscenError(f"network {name}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
+        raise UsageError(f"network {name}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
     net = _lookup_network(conn, name, record["uuid"])
     if net is None:
         return  # gone already

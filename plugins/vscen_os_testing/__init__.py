@@ -175,11 +175,11 @@ def undo_snapshot(connection, record: dict) -> None:
     Only the snapshot vscen takes (its name), of the domain vscen recorded (by UUID)."""
     import libvirt
 
-    from vscen import VscenError, check_record
+    from vscen import UsageError, check_record
 
     check_record(record, {"kind": str, "uuid": str, "name": str}, "snapshot")
     if record["kind"] != "snapshot" or record["name"] != SNAPSHOT:
-        raise VscenError(f"snapshot: {record['name']!r} is not the snapshot vscen takes ({SNAPSHOT}); not touched")
+        raise UsageError(f"snapshot: {record['name']!r} is not the snapshot vscen takes ({SNAPSHOT}); not touched")
     conn = connection.conn
     try:
         dom = conn.lookupByUUIDString(record["uuid"])

@@ -232,7 +232,7 @@ def undo_pool(connection, record: dict) -> None:
         chain.append(os.path.dirname(chain[-1]))
     if not all(isinstance(d, str) and d in chain for d in dirs) or not all(
             isinstance(v, str) for v in record.get("preexisting", [])):
-        raise VscenError(f"{what}: the journal's dirs are not {directory} and its parents; not touched")
+        raise UsageError(f"{what}: the journal's dirs are not {directory} and its parents; not touched")
     if not record["uuid"]:
         return  # never defined (a step that found one made meanwhile)
     pool = lookup_pool(connection.conn, uuid=record["uuid"])

@@ -238,7 +238,7 @@ def undo_volume(connection, record: dict) -> None:
     check_record(record, {"pool": str, "name": str, "path": str}, "volume")
     path = str(safe_path(record["path"], ["/"], f"volume {record['name']}"))
     if os.path.basename(path) != record["name"]:
-        raise VscenError(f"volume {path}: the journal names it '{record['name']}', not its file's name; not touched")
+        raise UsageError(f"volume {path}: the journal names it '{record['name']}', not its file's name; not touched")
     conn = connection.conn
     pool = lookup_pool(conn, record["pool"])
     vol = None

@@ -142,8 +142,9 @@ def test_an_edited_file_record_touches_nothing_outside_the_guest(tmp_path):
     for record, why in cases:
         edited(tmp_path, record)
         result = cli("destroy", "g", "--output", out)
-        assert result.exit_code == 1 and why in result.output, (record, result.output)
-        assert len(result.output.strip().splitlines()) == 1
+        # an edited journal: exit 2, naming the file and what is wrong
+        assert result.exit_code == 2 and why in result.output, (record, result.output)
+        assert str(home / FILENAME) in result.output and len(result.output.strip().splitlines()) == 1
         assert victim.read_text() == "precious" and (tmp_path / "other").is_dir()
         for p in sorted(home.iterdir()):
             p.unlink()
@@ -161,7 +162,7 @@ def test_a_symlink_planted_in_the_guests_directory_is_not_followed(tmp_path):
     (home / FILENAME).write_text(json.dumps({"name": "g", "uri": "test:///default",
                                              "entries": [{"owner": "vscen", "record": record}]}))
     result = cli("destroy", "g", "--output", str(tmp_path / "out"))
-    assert result.exit_code == 1 and "symbolic link" in result.output
+    assert result.exit_code == 2 and "symbolic link" in result.output
     assert victim.read_text() == "precious"
 
 
@@ -196,16 +197,16 @@ def test_host_settings_are_never_undone_through_a_test_driver_or_on_another_host
     local = type("C", (), {"uri": "qemu:///system", "is_test": False, "is_local": True})()
     here = host_identity(local)
     cases = [
-        (record, "has no 'host'"),
-        ({**record, "host": here}, "never undone through test:///default"),
-        ({**record, "host": {**here, "connection": "test"}}, "never undone through"),
-        ({**record, "host": here, "previous": "1; rm -rf /"}, "not a value of ksm/run"),
-        ({**record, "host": here, "setting": "../../../etc/passwd"}, "not a setting vscen tunes"),
+        (record, "has no 'host'", 2),
+        ({**record, "host": here}, "never undone through test:///default", 1),
+        ({**record, "host": {**here, "connection": "test"}}, "never undone through", 1),
+        ({**record, "host": here, "previous": "1; rm -rf /"}, "not a value of ksm/run", 2),
+        ({**record, "host": here, "setting": "../../../etc/passwd"}, "not a setting vscen tunes", 2),
     ]
-    for rec, why in cases:
+    for rec, why, code in cases:
         edited(tmp_path, rec, owner="host-tuning")
         result = cli("destroy", "g", "--output", out, "--connect", "test:///default")
-        assert result.exit_code == 1 and why in result.output, (rec, result.output)
+        assert result.exit_code == code and why in result.output, (rec, result.output)
         assert (root / "ksm/run").read_text() == "0\n"
         for p in sorted((tmp_path / "out" / "g").iterdir()):
             p.unlink()

@@ -22,7 +22,7 @@ def destroy(
     it made (see 'Reliability' in docs/host.md)."""
     from vscen.apply import rollback
     from vscen.cli.common import err
-    from vscen.errors import VscenError, raise_all
+    from vscen.errors import UsageError, VscenError, raise_all
     from vscen.guests import guest_journal
     from vscen.host.connect import open_connection
     from vscen.journal import GuestLock
@@ -36,11 +36,16 @@ def destroy(
         conn = open_connection(connect or journal.uri)
         try:
             total = len(journal.entries)
-            problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage)
+            errors: list = []
+            problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage, errors=errors)
         finally:
             conn.close()
         if not journal.entries:
             lock.remove()
+    if any(isinstance(e, UsageError) for e in errors):
+        # records of the wrong shape, or naming what vscen does not write: an edited journal
+        raise_all(UsageError, f"destroy {name}: {path} names what vscen did not make; those records were "
+                  "not taken back", [f"{path}: {p}" for p in problems])
     raise_all(VscenError, f"destroy {name}: some things could not be removed", problems)
     kept = len(journal.entries)
     typer.echo(f"destroyed {name}: removed {total - kept} things vscen made"
