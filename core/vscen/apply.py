@@ -220,6 +220,14 @@ def _undo_file(_conn, record, home) -> None:
     from vscen.ownership import IDENTITY, check_record, file_identity, safe_path, same_file
 
     what = "vscen file"
+    if isinstance(record, dict) and "identity" not in record and "previous" in record:
+        # recorded by a vscen before 0.2, without the file's identity: gone is fine, else the
+        # user decides (its "previous" text is never written back)
+        path = safe_path(record.get("path"), [_home(home, what)], what)
+        if path.exists() or path.is_symlink():
+            raise VscenError(f"{what}: {path} was recorded by an older vscen without its identity; left in "
+                             "place (remove it yourself if it is not wanted, then run vscen destroy again)")
+        return
     check_record(record, {"path": str, "identity": dict, "backup?": (str, type(None)),
                           "previous?": (dict, type(None))}, what)
     home = _home(home, what)

@@ -150,7 +150,7 @@ def plan(ctx) -> list[Step]:
 def undo(connection, record: dict) -> None:
     """Write the previous value back: only a setting vscen tunes, to a value it can hold, on the
     host (and boot) where it was changed, never through a test driver."""
-    check_record(record, {"kind": str, "setting": str, "value": str, "previous": str, "host": dict}, "host tuning")
+    check_record(record, {"kind": str, "setting": str, "value": str, "previous": str}, "host tuning")
     setting = record["setting"]
     if record["kind"] != "sysfs" or setting not in SETTINGS:
         raise UsageError(f"host tuning: {setting!r} is not a setting vscen tunes; not touched")
@@ -158,13 +158,13 @@ def undo(connection, record: dict) -> None:
         if record[key] not in VALUES[setting]:
             raise UsageError(f"host tuning: {record[key]!r} is not a value of {setting} "
                              f"({', '.join(VALUES[setting])}); not touched")
+    path = SYSFS_ROOT / setting
+    if connection is not None and not connection.is_test and connection.is_local and (
+            not path.exists() or read_setting(path) != record["value"]):
+        return  # gone, or changed again since: that value is someone's choice
+    check_record(record, {"host": dict}, "host tuning")
     if not check_host(record["host"], connection, f"host tuning {setting}"):
         return  # changed before the host rebooted: the kernel's default is back
-    path = SYSFS_ROOT / setting
-    if not path.exists():
-        return
-    if read_setting(path) != record["value"]:
-        return  # changed again since: that value is someone's choice
     _write(path, record["previous"])
 
 

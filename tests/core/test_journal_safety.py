@@ -131,7 +131,7 @@ def test_an_edited_file_record_touches_nothing_outside_the_guest(tmp_path):
     out = str(tmp_path / "out")
     home = tmp_path / "out" / "g"
     cases = [
-        ({"kind": "file", "path": str(victim), "previous": None}, "has no 'identity'"),  # an old-style record
+        ({"kind": "file", "path": str(victim), "previous": "pwned"}, "outside the places vscen writes"),  # old style
         ({"kind": "file", "path": str(victim), "identity": ident}, "outside the places vscen writes"),
         ({"kind": "file", "path": f"{home}/../../victim", "identity": ident}, "'..'"),
         ({"kind": "file", "path": "victim", "identity": ident}, "not a plain absolute path"),
@@ -149,6 +149,20 @@ def test_an_edited_file_record_touches_nothing_outside_the_guest(tmp_path):
         for p in sorted(home.iterdir()):
             p.unlink()
         home.rmdir()
+
+
+def test_an_old_file_record_without_identity_is_never_written_back(tmp_path):
+    home = edited(tmp_path, {})
+    record = {"kind": "file", "path": str(home / "domain.xml"), "previous": "<domain>pwned</domain>"}
+    (home / FILENAME).write_text(json.dumps({"name": "g", "uri": "test:///default",
+                                             "entries": [{"owner": "vscen", "record": record}]}))
+    (home / "domain.xml").write_text("<domain/>")
+    result = cli("destroy", "g", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "recorded by an older vscen without its identity" in result.output
+    assert (home / "domain.xml").read_text() == "<domain/>"
+    (home / "domain.xml").unlink()
+    assert cli("destroy", "g", "--output", str(tmp_path / "out")).exit_code == 0
+    assert not (home / "domain.xml").exists() and not (home / FILENAME).exists()
 
 
 def test_a_symlink_planted_in_the_guests_directory_is_not_followed(tmp_path):
