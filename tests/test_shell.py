@@ -214,6 +214,7 @@ SAMPLES = {
     "host-facts": ("FACTS", "host_facts", ("FACTS",)),
     "connect": ("qemu+ssh://kvm7/system", "connect", "qemu+ssh://kvm7/system"),
     "output": ("/srv/vscen", "output", "/srv/vscen"),
+    "wait": ("5", "wait", "5.0"),
     "passphrase-file": ("PASS", "plugin_passphrase_file", "PASS"),
 }
 

@@ -51,7 +51,10 @@ _LAZY = {
     # a path of this machine, for a provider reading the local host (tests give a fake tree)
     "host_path": "vscen.host.local",
     # the guests vscen made, and libvirt connections (for plugins' commands)
-    "guest_journal": "vscen.guests", "open_connection": "vscen.guests",
+    "guest_journal": "vscen.guests", "guest_lock": "vscen.guests", "open_connection": "vscen.guests",
+    # undo proves what it takes back: record shapes, paths, files, hosts
+    "check_record": "vscen.ownership", "safe_path": "vscen.ownership", "file_identity": "vscen.ownership",
+    "same_file": "vscen.ownership", "host_identity": "vscen.ownership", "check_host": "vscen.ownership",
 }
 
 __all__ = [

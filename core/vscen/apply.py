@@ -7,9 +7,10 @@ path ``vscen destroy`` takes later: what rollback does is what destroy does.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from vscen.errors import LibvirtError, VscenError
+from vscen.errors import ExistsError, LibvirtError, UsageError, VscenError
 from vscen.files import atomic_write
 from vscen.model import Step
 
@@ -25,56 +26,106 @@ def digest(xml: str) -> str:
     return hashlib.sha256(xml.encode()).hexdigest()
 
 
-def apply(plan, journal, connection, registry, progress=None) -> list[dict]:
-    """Run *plan*'s steps; returns the journal entries this run added."""
+def apply(plan, journal, connection, registry, progress=None, wait: float | None = None) -> list[dict]:
+    """Run *plan*'s steps; returns the journal entries this run added.
+
+    The guest's lock is held from the first step whose directory exists (the core's
+    ``make_dirs`` step is safe to race) to the end; the journal is read again once it is held,
+    so that records another run added meanwhile are kept. *wait*: seconds to wait for the lock
+    (default ``GuestLock.DEFAULT_WAIT``)."""
+    from vscen.journal import GuestLock
+
+    lock = GuestLock(journal.path.parent, wait)
     added: list[dict] = []
-    for i, step in enumerate(plan.steps, 1):
-        if progress:
-            progress(i, len(plan.steps), step)
-        try:
-            record = step.do()
-        except BaseException as exc:
-            problems = rollback(added, journal, connection, registry)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            msg = str(exc) if isinstance(exc, VscenError) else f"{type(exc).__name__}: {exc}"
-            tail = f"; rolling back failed too: {'; '.join(problems)}" if problems else "; rolled back what this run did"
-            cls = type(exc) if isinstance(exc, VscenError) else VscenError
-            raise cls(f"{step.description}: {msg}{tail}") from exc
-        if record:
-            added.append(journal.add(step.owner or CORE, record))
+    try:
+        for i, step in enumerate(plan.steps, 1):
+            if not lock.held and lock.path.parent.is_dir():
+                _lock(lock, journal)
+            if progress:
+                progress(i, len(plan.steps), step)
+            try:
+                record = step.do()
+            except BaseException as exc:
+                problems = rollback(added, journal, connection, registry)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                msg = str(exc) if isinstance(exc, VscenError) else f"{type(exc).__name__}: {exc}"
+                tail = f"; rolling back failed too: {'; '.join(problems)}" if problems else "; rolled back what this run did"
+                cls = type(exc) if isinstance(exc, VscenError) else VscenError
+                raise cls(f"{step.description}: {msg}{tail}") from exc
+            if record:
+                if not lock.held and lock.path.parent.is_dir():
+                    _lock(lock, journal)
+                added.append(journal.add(step.owner or CORE, record))
+        if lock.held:
+            journal.compact()
+    finally:
+        lock.release()
     return added
 
 
-def rollback(entries: list[dict], journal, connection, registry, keep_storage: bool = False) -> list[str]:
-    """Take back *entries*, newest first; returns what could not be taken back."""
-    problems = []
+def _lock(lock, journal) -> None:
+    lock.acquire()
+    journal.reload()
+
+
+def rollback(entries: list[dict], journal, connection, registry, keep_storage: bool = False,
+             errors: list | None = None) -> list[str]:
+    """Take back *entries*, newest first; returns what could not be taken back.
+
+    Each entry taken back costs one append to the journal's log (not a rewrite of the
+    journal), and the journal is compacted once at the end: linear in the entries. *errors*,
+    where given, receives the exceptions behind the problems."""
+    problems: list[str] = []
+    dirs = []
     for entry in reversed(entries):
-        if keep_storage and entry["record"].get("storage"):
+        if keep_storage and entry["record"].get("storage") is True:
             continue
-        if _is_dirs(entry) and any(not _is_dirs(e) for e in journal.entries):
-            # the guest's directory holds the journal of what is still there: it stays
+        if _is_dirs(entry):
+            dirs.append(entry)  # last: the guest's directory holds the journal of the rest
             continue
-        try:
-            undo_entry(entry, connection, registry)
-            journal.remove(entry)
-        except Exception as exc:  # keep taking back the rest; report what stays
-            problems.append(f"{entry['owner']} {entry['record'].get('kind', '')}: {exc}")
+        _undo_one(entry, journal, connection, registry, problems, errors)
+    if not any(not _is_dirs(e) for e in journal.entries):
+        # two runs racing to make the directories may each have made part of them: deepest first
+        for entry in sorted(dirs, key=_deepest, reverse=True):
+            _undo_one(entry, journal, connection, registry, problems, errors)
+    journal.compact()
     return problems
+
+
+def _undo_one(entry, journal, connection, registry, problems: list[str], errors: list | None) -> None:
+    try:
+        undo_entry(entry, connection, registry, home=journal.path.parent)
+        journal.remove(entry)
+    except Exception as exc:  # keep taking back the rest; report what stays
+        if errors is not None:
+            errors.append(exc)
+        kind = entry["record"].get("kind", "")
+        problems.append(f"{entry['owner']} {kind if isinstance(kind, str) else ''}: {exc}".replace("\n", " "))
+
+
+def _deepest(entry: dict) -> int:
+    paths = entry["record"].get("paths")
+    return max((len(p) for p in paths if isinstance(p, str)), default=0) if isinstance(paths, list) else 0
 
 
 def _is_dirs(entry: dict) -> bool:
     return entry["owner"] == CORE and entry["record"].get("kind") == "dirs"
 
 
-def undo_entry(entry: dict, connection, registry) -> None:
+def undo_entry(entry: dict, connection, registry, home: Path | None = None) -> None:
+    """Take back one journal entry; *home* is the guest's directory (where its journal is)."""
     owner, record = entry["owner"], entry["record"]
     if owner == CORE:
-        UNDO[record["kind"]](connection, record)
+        kind = record.get("kind")
+        undo = UNDO.get(kind) if isinstance(kind, str) else None
+        if undo is None:
+            raise UsageError(f"vscen: the journal's record kind {kind!r} is not one vscen writes; not touched")
+        undo(connection, record, home)
         return
     action = registry.host_actions.get(owner) if registry else None
     if action is None:
-        raise VscenError(f"no plugin provides host action '{owner}' to take back {record}")
+        raise VscenError(f"no plugin provides host action '{owner}' to take back its record; not touched")
     action.undo(connection, record)
 
 
@@ -82,40 +133,121 @@ def undo_entry(entry: dict, connection, registry) -> None:
 
 
 def make_dirs(path: Path) -> Step:
+    """Create *path* and its missing parents, private (0700); a directory another run made
+    meanwhile is that run's, not recorded here."""
+
     def do():
-        created = [p for p in reversed([path, *path.parents]) if not p.exists()]
-        for p in created:
-            p.mkdir()
+        created = []
+        for p in reversed([path, *path.parents]):
+            if p.exists():
+                continue
+            try:
+                p.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            created.append(p)
         return {"kind": "dirs", "paths": [str(p) for p in created]} if created else None
 
     return Step(f"create {path}", do, CORE)
 
 
-def _undo_dirs(_conn, record) -> None:
-    from vscen.journal import FILENAME
+def _home(home, what: str) -> Path:
+    if home is None:
+        raise VscenError(f"{what}: the guest's directory is not known; not touched")
+    return Path(home)
 
-    for p in map(Path, reversed(record["paths"])):
-        if p.is_dir():
+
+def _undo_dirs(_conn, record, home) -> None:
+    from vscen.journal import FILENAME, LOGNAME, lock_path
+    from vscen.ownership import check_record
+
+    what = "vscen dirs"
+    check_record(record, {"paths": list}, what)
+    home = _home(home, what)
+    paths = record["paths"]
+    if not paths or not all(isinstance(p, str) for p in paths) or len(paths) > 64:
+        raise UsageError(f"{what}: the journal's 'paths' is not a list of directories; not touched")
+    # only the guest's directory and the parents made for it, each the parent of the next
+    chain = [str(p) for p in (home, *home.parents)]
+    if paths[-1] not in chain or any(str(Path(b).parent) != a for a, b in zip(paths, paths[1:], strict=False)):
+        raise UsageError(f"{what}: {paths[-1]} is not this guest's directory {home} or its parents; not touched")
+    for p in map(Path, reversed(paths)):
+        if p.is_symlink() or not p.is_dir():
+            continue
+        if p == home:
             # the journal itself is the last thing in the guest's directory
-            (p / FILENAME).unlink(missing_ok=True)
+            for name in (FILENAME, LOGNAME):
+                (p / name).unlink(missing_ok=True)
+            for backup in p.glob(f".*{BACKUP}*"):
+                backup.unlink(missing_ok=True)
             p.rmdir()
+            lock_path(p).unlink(missing_ok=True)
+            continue
+        try:
+            p.rmdir()
+        except OSError:
+            pass  # a parent that holds something else now (another guest): it stays
+
+
+#: the mark of the copy of a file vscen replaced, beside it in the guest's directory
+BACKUP = ".vscen-previous-"
 
 
 def write_file(path: Path, text: str) -> Step:
+    """Write *path* (in the guest's directory); a file there before is kept beside it (a hard
+    link, so the very same file comes back at undo). The record holds the identity (device,
+    inode, size, sha256) of both: undo touches the file only while it is still that one."""
+    from vscen.ownership import file_identity
+
     def do():
-        old = path.read_text() if path.exists() else None
+        import uuid
+
+        before = file_identity(path)
+        if before is not None and path.read_text() == text:
+            return None  # another run wrote the same meanwhile
+        backup = None
+        if before is not None:
+            backup = path.with_name(f".{path.name}{BACKUP}{uuid.uuid4().hex[:12]}")
+            os.link(path, backup)
         atomic_write(path, text)
-        return {"kind": "file", "path": str(path), "previous": old}
+        return {"kind": "file", "path": str(path), "identity": file_identity(path),
+                "backup": str(backup) if backup else None, "previous": before}
 
     return Step(f"write {path}", do, CORE)
 
 
-def _undo_file(_conn, record) -> None:
-    path = Path(record["path"])
-    if record.get("previous") is not None:
-        atomic_write(path, record["previous"])
-    else:
+def _undo_file(_conn, record, home) -> None:
+    from vscen.ownership import IDENTITY, check_record, file_identity, safe_path, same_file
+
+    what = "vscen file"
+    if isinstance(record, dict) and "identity" not in record and "previous" in record:
+        # recorded by a vscen before 0.2, without the file's identity: gone is fine, else the
+        # user decides (its "previous" text is never written back)
+        path = safe_path(record.get("path"), [_home(home, what)], what)
+        if path.exists() or path.is_symlink():
+            raise VscenError(f"{what}: {path} was recorded by an older vscen without its identity; left in "
+                             "place (remove it yourself if it is not wanted, then run vscen destroy again)")
+        return
+    check_record(record, {"path": str, "identity": dict, "backup?": (str, type(None)),
+                          "previous?": (dict, type(None))}, what)
+    home = _home(home, what)
+    path = safe_path(record["path"], [home], what)
+    check_record(record["identity"], IDENTITY, what)
+    backup = safe_path(record["backup"], [home], what, pattern=f".*{BACKUP}*") if record.get("backup") else None
+    same = same_file(path, record["identity"])
+    if same is False:
+        raise VscenError(f"{what}: {path} changed since vscen wrote it; left in place (remove it yourself "
+                         "if it is not wanted, then run vscen destroy again)")
+    if backup is None:
         path.unlink(missing_ok=True)
+        return
+    kept = file_identity(backup)
+    if kept is None:
+        path.unlink(missing_ok=True)  # the copy is gone: nothing to put back
+        return
+    if not same_file(backup, record.get("previous")):
+        raise VscenError(f"{what}: {backup} is not the file vscen replaced; not touched")
+    os.replace(backup, path)
 
 
 def _with_uuid(xml: str, uuid: str) -> str:
@@ -137,9 +269,25 @@ def _with_uuid(xml: str, uuid: str) -> str:
 
 def define(conn, xml: str, existing) -> Step:
     import libvirt
+    from lxml import etree
+
+    name = etree.fromstring(xml.encode()).findtext("name")
 
     def do():
         text, old = xml, None
+        now = existing
+        if now is None:
+            # another run of this guest may have defined it between this run's plan and its
+            # lock: the same definition is done already; another one is not this run's to replace
+            try:
+                now = conn.conn.lookupByName(name)
+            except libvirt.libvirtError:
+                now = None
+            if now is not None:
+                if stored_digest(now) == digest(xml):
+                    return None
+                raise ExistsError(f"domain: '{name}' was defined on {conn.uri} with another definition "
+                                  "since this run's plan (another vscen?); run again, or use --force")
         if existing is not None:
             old = existing.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
             # libvirt redefines a domain of the same name only under the same UUID
@@ -150,7 +298,8 @@ def define(conn, xml: str, existing) -> Step:
                             "vscen", METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
             raise LibvirtError(f"libvirt refused the domain: {exc.get_error_message()}") from None
-        return {"kind": "domain", "name": dom.name(), "uuid": dom.UUIDString(), "previous": old}
+        return {"kind": "domain", "name": dom.name(), "uuid": dom.UUIDString(), "previous": old,
+                "digest": digest(xml)}
 
     verb = "redefine" if existing is not None else "define"
     return Step(f"{verb} domain on {conn.uri}", do, CORE)
@@ -160,21 +309,71 @@ def _lookup(conn, record):
     import libvirt
 
     try:
-        return conn.conn.lookupByUUIDString(record["uuid"]) if record.get("uuid") else conn.conn.lookupByName(record["name"])
+        return conn.conn.lookupByUUIDString(record["uuid"])
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None  # gone already
         raise
 
 
-def _undo_domain(conn, record) -> None:
-    import libvirt
+_DOMAIN = {"name": str, "uuid": str}
 
-    if record.get("previous"):
-        conn.conn.defineXML(record["previous"])
-        return
+
+def _check_domain(record, what: str) -> None:
+    import re
+
+    from vscen.ownership import check_record
+
+    check_record(record, _DOMAIN, what)
+    if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", record["uuid"]):
+        raise UsageError(f"{what}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
+
+
+def stored_digest(dom, live: bool = False) -> str | None:
+    """The digest vscen stored in *dom*'s metadata when it defined it; None if none."""
+    import libvirt
+    from lxml import etree
+
+    which = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    try:
+        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, which)
+    except libvirt.libvirtError:
+        return None
+    return etree.fromstring(meta.encode()).get("digest")
+
+
+def _ours(dom, record, live: bool = False) -> bool:
+    """Whether *dom* carries the mark vscen sets on the domains it defines (and, where the
+    record has it, the digest of the XML vscen defined)."""
+    stored = stored_digest(dom, live=live)
+    if stored is None and not live:
+        stored = stored_digest(dom, live=True)
+    return stored is not None and record.get("digest") in (None, stored)
+
+
+def _undo_domain(conn, record, _home=None) -> None:
+    import libvirt
+    from lxml import etree
+
+    what = f"vscen domain {record.get('name')!r}" if isinstance(record, dict) else "vscen domain"
+    _check_domain(record, what)
+    from vscen.ownership import check_record
+
+    check_record(record, {"previous?": (str, type(None)), "digest?": str}, what)
     dom = _lookup(conn, record)
     if dom is None:
+        return
+    if not _ours(dom, record):
+        raise VscenError(f"{what}: the domain of UUID {record['uuid']} on {conn.uri} is not the one vscen "
+                         "defined (no vscen mark, or another definition); not touched")
+    if record.get("previous"):
+        try:
+            old = etree.fromstring(record["previous"].encode())
+        except etree.XMLSyntaxError:
+            raise VscenError(f"{what}: the journal's previous definition is not XML; not touched") from None
+        if old.tag != "domain" or old.findtext("name") != record["name"] or old.findtext("uuid") != record["uuid"]:
+            raise VscenError(f"{what}: the journal's previous definition is not of this domain; not touched")
+        conn.conn.defineXML(record["previous"])
         return
     if dom.isActive():
         dom.destroy()
@@ -204,9 +403,14 @@ def start(conn, name: str) -> Step:
     return Step(f"start domain {name}", do, CORE)
 
 
-def _undo_running(conn, record) -> None:
+def _undo_running(conn, record, _home=None) -> None:
+    what = "vscen running"
+    _check_domain(record, what)
     dom = _lookup(conn, record)
     if dom is not None and dom.isActive():
+        if not _ours(dom, record, live=True):
+            raise VscenError(f"{what}: the domain of UUID {record['uuid']} on {conn.uri} is not one vscen "
+                             "made; not stopped")
         dom.destroy()
 
 
@@ -239,15 +443,28 @@ def create_transient(conn, xml: str) -> Step:
     return Step(f"create and start transient domain on {conn.uri} (never defined; gone when it stops)", do, CORE)
 
 
-def _undo_transient(conn, record) -> None:
+#: where libvirt keeps the firmware variables of a (transient) domain on this machine
+NVRAM_DIR = Path("/var/lib/libvirt/qemu/nvram")
+
+
+def _undo_transient(conn, record, _home=None) -> None:
     import libvirt
 
+    from vscen.ownership import check_record, safe_path
+
+    what = "vscen transient"
+    _check_domain(record, what)
+    check_record(record, {"nvram?": (str, type(None))}, what)
     dom = _lookup(conn, record)
     if dom is not None and dom.isActive():
+        if not _ours(dom, record, live=True):
+            raise VscenError(f"{what}: the domain of UUID {record['uuid']} on {conn.uri} is not one vscen "
+                             "made; not stopped")
         dom.destroy()
     nvram = record.get("nvram")
     if not nvram or not conn.is_local or conn.is_test:
         return  # on a remote host libvirt keeps the file; nothing reaches it through the API
+    nvram = str(safe_path(nvram, [NVRAM_DIR], what, pattern=f"{record['name']}_VARS*"))
     try:
         conn.conn.lookupByName(record["name"])
         return  # a domain of that name exists again and may use the file

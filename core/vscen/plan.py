@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vscen.apply import METADATA_NS, digest
+from vscen.apply import METADATA_NS, digest  # noqa: F401 -- METADATA_NS: re-exported
+from vscen.apply import stored_digest as _stored_digest
 from vscen.errors import ExistsError, LibvirtError, PluginError, VscenError
 from vscen.model import Step
 
@@ -47,7 +48,7 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     ctx.force = force or ctx.force
     plan = Plan()
     refused: list[str] = []
-    out_dir = (output or default_output_dir()) / ctx.settings.name
+    out_dir = Path(os.path.abspath((output or default_output_dir()) / ctx.settings.name))
     plan.out_dir = out_dir
     if not out_dir.exists():
         plan.steps.append(steps.make_dirs(out_dir))
@@ -142,15 +143,3 @@ def _lookup(conn, name: str):
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise LibvirtError(f"{conn.uri}: cannot look up domain '{name}': {exc.get_error_message()}") from None
-
-
-def _stored_digest(dom, live: bool = False) -> str | None:
-    import libvirt
-    from lxml import etree
-
-    which = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    try:
-        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, which)
-    except libvirt.libvirtError:
-        return None
-    return etree.fromstring(meta.encode()).get("digest")

@@ -34,7 +34,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vscen import Conflict, Feature, HostAction, HostError, Setting, Step, VscenError, hookimpl
+from vscen import (
+    Conflict,
+    Feature,
+    HostAction,
+    HostError,
+    Setting,
+    Step,
+    UsageError,
+    check_host,
+    check_record,
+    hookimpl,
+    host_identity,
+)
 
 #: where the settings live (tests point it at a fake tree)
 SYSFS_ROOT = Path("/sys/kernel/mm")
@@ -56,6 +68,8 @@ TUNINGS = {
                           "the kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)"),
 }
 SETTINGS = {t.setting for t in TUNINGS.values()}
+#: the values each setting can hold: all that undo ever writes back
+VALUES = {"ksm/run": ("0", "1", "2"), "transparent_hugepage/enabled": ("always", "madvise", "never")}
 
 
 def read_setting(path: Path) -> str:
@@ -74,7 +88,7 @@ def _write(path: Path, value: str) -> None:
         raise HostError(f"host tuning: cannot write '{value}' to {path} ({exc.strerror})") from None
 
 
-def _set_step(feature: str, tuning: Tuning, path: Path, current: str) -> Step:
+def _set_step(feature: str, tuning: Tuning, path: Path, current: str, connection) -> Step:
     def do():
         previous = read_setting(path)
         if previous == tuning.value:
@@ -86,7 +100,8 @@ def _set_step(feature: str, tuning: Tuning, path: Path, current: str) -> Step:
             raise HostError(f"host tuning: {path} reads '{now}' after writing '{tuning.value}'; "
                             f"set back to '{previous}'")
         return {"kind": "sysfs", "setting": tuning.setting, "path": str(path),
-                "value": tuning.value, "previous": previous, "feature": feature}
+                "value": tuning.value, "previous": previous, "feature": feature,
+                "host": host_identity(connection)}
 
     return Step(f"set {path} to {tuning.value} (now {current}) for {feature}", do)
 
@@ -128,18 +143,28 @@ def plan(ctx) -> list[Step]:
         if not os.access(path, os.W_OK):
             raise HostError(f"host tuning: cannot write {path} ({feature} wants {t.value}): run "
                             "vscen as root, or leave out --tune-host")
-        steps.append(_set_step(feature, t, path, current))
+        steps.append(_set_step(feature, t, path, current, connection))
     return steps
 
 
 def undo(connection, record: dict) -> None:
-    if record.get("kind") != "sysfs" or record.get("setting") not in SETTINGS:
-        raise VscenError(f"host tuning: not a setting vscen tunes: {record}")
-    path = SYSFS_ROOT / record["setting"]
-    if not path.exists():
-        return
-    if read_setting(path) != record["value"]:
-        return  # changed again since: that value is someone's choice
+    """Write the previous value back: only a setting vscen tunes, to a value it can hold, on the
+    host (and boot) where it was changed, never through a test driver."""
+    check_record(record, {"kind": str, "setting": str, "value": str, "previous": str}, "host tuning")
+    setting = record["setting"]
+    if record["kind"] != "sysfs" or setting not in SETTINGS:
+        raise UsageError(f"host tuning: {setting!r} is not a setting vscen tunes; not touched")
+    for key in ("value", "previous"):
+        if record[key] not in VALUES[setting]:
+            raise UsageError(f"host tuning: {record[key]!r} is not a value of {setting} "
+                             f"({', '.join(VALUES[setting])}); not touched")
+    path = SYSFS_ROOT / setting
+    if connection is not None and not connection.is_test and connection.is_local and (
+            not path.exists() or read_setting(path) != record["value"]):
+        return  # gone, or changed again since: that value is someone's choice
+    check_record(record, {"host": dict}, "host tuning")
+    if not check_host(record["host"], connection, f"host tuning {setting}"):
+        return  # changed before the host rebooted: the kernel's default is back
     _write(path, record["previous"])
 
 

@@ -67,7 +67,7 @@ def plan(ctx) -> list[Step]:
 def undo(connection, record: dict) -> None:
     kind = record.get("kind")
     if kind == "hugepages-sysctl":
-        undo_sysctl(record)
+        undo_sysctl(connection, record)
         return
     if kind != "hugepages":
         raise VscenError(f"hugepages: unknown record kind '{kind}'")

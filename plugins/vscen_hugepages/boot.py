@@ -5,13 +5,29 @@ reported with the kernel parameters that reserve them), and take the file back."
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
-from vscen import ExistsError, HostError, Step, VscenError, atomic_write
+from vscen import (
+    ExistsError,
+    HostError,
+    Step,
+    UsageError,
+    VscenError,
+    atomic_write,
+    check_host,
+    check_record,
+    file_identity,
+    host_identity,
+    safe_path,
+    same_file,
+)
 from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, size_text
 from vscen_hugepages.pools import backends, default_huge_kib
 
 SYSCTL_CONF = Path("/etc/sysctl.d/90-vscen-hugepages.conf")
+#: the mark of the copy of the file vscen replaced, kept beside it (sysctl reads only *.conf)
+BACKUP = ".vscen-previous-"
 SYSCTL_HEADER = ("# Huge pages for guests made by vscen, reserved at boot. Written by 'vscen run "
                  "--hugepages persistent';\n# 'vscen destroy' takes it back.\n")
 
@@ -46,8 +62,16 @@ def _sysctl_step(connection, n: Need, planned: int) -> Step:
         if (_sysctl_value(old) or 0) >= total:
             return None
         text = _sysctl_text(total)
+        before = file_identity(path)
+        backup = None
+        if before is not None:
+            # the very file comes back at undo (never text from the journal)
+            backup = path.with_name(f".{path.name}{BACKUP}{uuid.uuid4().hex[:12]}")
+            os.link(path, backup)
         atomic_write(path, text)
-        return {"kind": "hugepages-sysctl", "path": str(path), "previous": old, "written": text}
+        return {"kind": "hugepages-sysctl", "path": str(path), "identity": file_identity(path),
+                "backup": str(backup) if backup else None, "previous": before, "written": text,
+                "host": host_identity(connection)}
 
     return Step(f"write {path}: vm.nr_hugepages = {planned} (keeps the huge pages across reboots)", do)
 
@@ -95,17 +119,26 @@ def plan_persistent(ctx, n: Need) -> list[Step]:
     return [_sysctl_step(connection, n, planned)]
 
 
-def undo_sysctl(record: dict) -> None:
-    path = Path(record["path"])
+def undo_sysctl(connection, record: dict) -> None:
+    """Remove the file vscen wrote, or put back the one it replaced: only while it is still the
+    one vscen wrote, on the machine where it did, never through a test driver."""
+    what = "hugepages sysctl"
+    check_record(record, {"path": str, "identity": dict, "backup?": (str, type(None)),
+                          "previous?": (dict, type(None)), "host": dict}, what)
+    path = safe_path(record["path"], [SYSCTL_CONF.parent], what, pattern="*vscen*.conf")
     if path != SYSCTL_CONF:
-        raise VscenError(f"hugepages: the journal names {path}, not {SYSCTL_CONF}: not touched")
-    try:
-        current = path.read_text()
-    except FileNotFoundError:
-        return  # gone already
-    if record.get("written") is not None and current != record["written"]:
+        raise UsageError(f"{what}: the journal names {path}, not {SYSCTL_CONF}: not touched")
+    check_host(record["host"], connection, what)  # a file: a reboot changes nothing
+    backup = record.get("backup")
+    if backup:
+        backup = safe_path(backup, [SYSCTL_CONF.parent], what, pattern=f".{SYSCTL_CONF.name}{BACKUP}*")
+    same = same_file(path, record["identity"])
+    if same is False:
         return  # rewritten since (another guest's run): leave it to that one
-    if record.get("previous") is None:
-        path.unlink(missing_ok=True)
-    else:
-        atomic_write(path, record["previous"])
+    if backup is None or file_identity(backup) is None:
+        if same:
+            path.unlink()
+        return
+    if not same_file(backup, record.get("previous")):
+        raise VscenError(f"{what}: {backup} is not the file vscen replaced; not touched")
+    os.replace(backup, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vscen import HostError, LibvirtError, Step, VscenError
+from vscen import HostError, LibvirtError, Step, UsageError, VscenError, check_host, check_record, host_identity
 from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, echo_command, size_text
 
 #: sysfs root (tests point it at a fake tree)
@@ -34,6 +34,7 @@ class _LibvirtPages:
     via = "libvirt"
 
     def __init__(self, connection):
+        self.connection = connection
         self.conn = connection.conn
         self.uri = connection.uri
 
@@ -114,6 +115,9 @@ class _SysfsPages:
 
     via = "sysfs"
 
+    def __init__(self, connection):
+        self.connection = connection
+
     def _node(self, cell: int, size: int, name: str) -> Path:
         if cell < 0:
             return SYSFS / "kernel/mm/hugepages" / f"hugepages-{size}kB" / name
@@ -180,7 +184,7 @@ def backends(connection):
     """libvirt first; sysfs only on this machine (never for the test driver)."""
     yield _LibvirtPages(connection)
     if connection.is_local and not connection.is_test:
-        yield _SysfsPages()
+        yield _SysfsPages(connection)
 
 
 def _restore(pools, size: int, before: dict[int, int]) -> list[str]:
@@ -242,7 +246,7 @@ def _reserve(pools, n: Need) -> dict | None:
             f"the kernel found {got - free} (free memory is fragmented); the guest needs {n.pages}"
             f"{undone}. Reserve them at boot instead (kernel parameters {boot})"
         )
-    return {"kind": "hugepages", "size_kib": size, "via": pools.via,
+    return {"kind": "hugepages", "size_kib": size, "via": pools.via, "host": host_identity(pools.connection),
             "cells": list(n.cells), "previous": {str(c): v for c, v in before.items()},
             "added": {str(c): after.get(c, 0) - v for c, v in before.items() if after.get(c, 0) != v}}
 
@@ -269,10 +273,23 @@ def reserve_step(connection, n: Need) -> Step:
 
 
 def undo_pages(connection, record: dict) -> None:
-    """Take back the pages a ``hugepages`` record added; keep what others added since."""
-    size = int(record["size_kib"])
-    previous = {int(c): int(v) for c, v in record.get("previous", {}).items()}
-    added = {int(c): int(v) for c, v in record.get("added", {}).items()}
+    """Take back the pages a ``hugepages`` record added; keep what others added since. Only on
+    the host (and boot) where they were reserved, never through a test driver."""
+    what = "hugepages"
+    check_record(record, {"size_kib": int, "via": str, "previous": dict, "added": dict, "host": dict}, what)
+    size = record["size_kib"]
+    if size <= 0 or size > 16 * 1024 * 1024:
+        raise UsageError(f"{what}: the journal's page size {size} KiB is not a huge page size; not touched")
+    counts = []
+    for key in ("previous", "added"):
+        table = record[key]
+        if len(table) > 1024 or not all(isinstance(c, str) and c.lstrip("-").isdigit() and isinstance(v, int)
+                                        and not isinstance(v, bool) and 0 <= v < 1 << 40 for c, v in table.items()):
+            raise UsageError(f"{what}: the journal's '{key}' is not a table of cells to page counts; not touched")
+        counts.append({int(c): v for c, v in table.items()})
+    previous, added = counts
+    if not check_host(record["host"], connection, f"{what} of {size} KiB"):
+        return  # reserved before the host rebooted: the pools are the boot's own now
     ways = list(backends(connection))
     if record.get("via") == "sysfs":
         ways = ways[1:] or ways

@@ -22,7 +22,9 @@ record in the journal, so ``vscen destroy`` can be repeated once they are stoppe
 
 from __future__ import annotations
 
-from vscen import HostAction, HostError, LibvirtError, Step, VscenError, hookimpl
+import re
+
+from vscen import HostAction, HostError, LibvirtError, Step, UsageError, VscenError, check_record, hookimpl
 
 #: network name -> libvirt's stock definition of it, read on this machine only
 STOCK_DEFINITIONS = {"default": "/usr/share/libvirt/networks/default.xml"}
@@ -263,13 +265,21 @@ def _running_users(conn, name: str) -> list[str]:
 def undo(connection, record: dict) -> None:
     import libvirt
 
-    kind, name = record.get("kind"), record.get("name", "")
+    check_record(record, {"kind": str, "name": str, "uuid": str, "defined?": bool}, "network")
+    kind, name = record["kind"], record["name"]
     if kind not in ("network", "network-started"):
-        raise VscenError(f"network: unknown record kind '{kind}'")
+        raise UsageError(f"network: unknown record kind '{kind}'; not touched")
     conn = connection.conn
-    net = _lookup_network(conn, name, record.get("uuid"))
+    # by the UUID libvirt gave the network vscen made or started: a network of that name made
+    # by anyone else since is not the same one
+    if not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", record["uuid"]):
+        raise UsageError(f"network {name}: the journal's uuid {record['uuid']!r} is not a UUID; not touched")
+    net = _lookup_network(conn, name, record["uuid"])
     if net is None:
         return  # gone already
+    if net.name() != name:
+        raise VscenError(f"network: the network of UUID {record['uuid']} is '{net.name()}', not '{name}'; "
+                         "not touched")
     try:
         if net.isActive():
             users = _running_users(conn, name)

@@ -171,9 +171,15 @@ def _taker(connection, name: str):
 
 
 def undo_snapshot(connection, record: dict) -> None:
-    """Delete the snapshot (its data inside the disks and libvirt's metadata); gone is fine."""
+    """Delete the snapshot (its data inside the disks and libvirt's metadata); gone is fine.
+    Only the snapshot vscen takes (its name), of the domain vscen recorded (by UUID)."""
     import libvirt
 
+    from vscen import UsageError, check_record
+
+    check_record(record, {"kind": str, "uuid": str, "name": str}, "snapshot")
+    if record["kind"] != "snapshot" or record["name"] != SNAPSHOT:
+        raise UsageError(f"snapshot: {record['name']!r} is not the snapshot vscen takes ({SNAPSHOT}); not touched")
     conn = connection.conn
     try:
         dom = conn.lookupByUUIDString(record["uuid"])

@@ -24,6 +24,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 
 NameArg = Annotated[str, typer.Argument(help="The guest's name.")]
 OutputOpt = Annotated[Optional[Path], typer.Option(help="Where the guest's directory is (default: $XDG_DATA_HOME/vscen).")]
+WAIT_HELP = "Seconds to wait while another vscen changes the guest (0: refuse at once as busy)."
 ConnectOpt = Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the one the guest was made on).")]
 
 
@@ -44,8 +45,9 @@ def _guest(name: str, output: Path | None, connect: str | None):
 
 
 def _taken(journal) -> list[dict]:
-    """The snapshot records of the journal, oldest first."""
-    return [e["record"] for e in journal.entries if e["record"].get("kind") == "snapshot"]
+    """The snapshot records of the journal, oldest first (of the shape vscen writes)."""
+    return [e["record"] for e in journal.entries if e["record"].get("kind") == "snapshot"
+            and isinstance(e["record"].get("name"), str) and isinstance(e["record"].get("uuid"), str)]
 
 
 def _when(snap) -> str:
@@ -90,8 +92,17 @@ def list_(name: NameArg, output: OutputOpt = None, connect: ConnectOpt = None,
 
 @app.command()
 def revert(name: NameArg, start: Annotated[bool, typer.Option(help="Start the guest once reverted.")] = False,
-           output: OutputOpt = None, connect: ConnectOpt = None):
+           output: OutputOpt = None, connect: ConnectOpt = None,
+           wait: Annotated[float, typer.Option("--wait", min=0, help=WAIT_HELP)] = 60.0):
     """Revert guest NAME to the snapshot vscen took (stopping it if it runs)."""
+    from vscen import guest_lock
+
+    # run and destroy of the same guest wait for the revert, and it for them
+    with guest_lock(name, output, wait, notify=lambda msg: typer.echo(msg, err=True)):
+        _revert(name, start, output, connect)
+
+
+def _revert(name: str, start: bool, output: Path | None, connect: str | None) -> None:
     import libvirt
 
     from vscen import LibvirtError, UsageError

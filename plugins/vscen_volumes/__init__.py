@@ -67,8 +67,8 @@ def undo(connection, record: dict) -> None:
     """Take back one record of either action; what is gone already is fine."""
     import libvirt
 
-    kind = record.get("kind")
-    handler = {"pool": undo_pool, "volume": undo_volume, "secret": undo_secret}.get(kind)
+    kind = record.get("kind") if isinstance(record, dict) else None
+    handler = {"pool": undo_pool, "volume": undo_volume, "secret": undo_secret}.get(kind) if isinstance(kind, str) else None
     if handler is None:
         raise VscenError(f"volumes: no way to take back a record of kind '{kind}'")
     try:

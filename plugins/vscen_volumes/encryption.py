@@ -185,8 +185,15 @@ def plan_encryption(ctx) -> list[Step]:
 
 
 def undo_secret(connection, record: dict) -> None:
+    """Undefine the secret vscen defined: its UUID is the one vscen derives from the disk's path."""
     import libvirt
 
+    from vscen import check_record
+
+    check_record(record, {"uuid": str, "usage": str}, "secret")
+    if record["uuid"] != secret_uuid(record["usage"]):
+        raise UsageError(f"secret {record['uuid']}: not the UUID vscen gives the secret of {record['usage']}; "
+                         "not touched")
     try:
         sec = connection.conn.secretLookupByUUIDString(record["uuid"])
     except libvirt.libvirtError as exc:

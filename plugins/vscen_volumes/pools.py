@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vscen import Step, UsageError
+from vscen import Step, UsageError, VscenError
 from vscen_volumes.images import libvirt_error
 
 if TYPE_CHECKING:
@@ -174,6 +174,12 @@ def pool_step(pl: Planner, pool: Pool) -> Step:
     return Step(f"define storage pool '{pool.name}' for {directory} (start, autostart)", do)
 
 
+def _target(obj) -> str | None:
+    from lxml import etree
+
+    return etree.fromstring(obj.XMLDesc(0).encode()).findtext("target/path")
+
+
 def _starts(obj) -> bool:
     import libvirt
 
@@ -210,11 +216,31 @@ def _drop_pool(obj, built: bool, dirs: list[str], strict: bool = False) -> None:
 
 
 def undo_pool(connection, record: dict) -> None:
+    """Stop and undefine the pool vscen defined (by its UUID, only while it still keeps its
+    volumes in the directory vscen gave it); remove only the empty directories it built for it:
+    that directory and its parents."""
     import libvirt
 
+    from vscen import check_record, safe_path
+
+    what = f"pool {record.get('name')!r}" if isinstance(record, dict) else "pool"
+    check_record(record, {"uuid": str, "path": str, "built?": bool, "dirs?": list, "preexisting?": list}, what)
+    directory = str(safe_path(record["path"], ["/"], what))
+    dirs = record.get("dirs", [])
+    chain = [directory]
+    while chain[-1] != "/":
+        chain.append(os.path.dirname(chain[-1]))
+    if not all(isinstance(d, str) and d in chain for d in dirs) or not all(
+            isinstance(v, str) for v in record.get("preexisting", [])):
+        raise UsageError(f"{what}: the journal's dirs are not {directory} and its parents; not touched")
+    if not record["uuid"]:
+        return  # never defined (a step that found one made meanwhile)
     pool = lookup_pool(connection.conn, uuid=record["uuid"])
     if pool is None:
         return
+    if _target(pool) != directory:
+        raise VscenError(f"{what}: the pool of UUID {record['uuid']} keeps its volumes in {_target(pool)}, not "
+                         f"{directory}; not touched")
     if pool.isActive():
         try:
             pool.refresh(0)

@@ -229,8 +229,16 @@ def plan_volumes(ctx) -> list[Step]:
 
 
 def undo_volume(connection, record: dict) -> None:
+    """Delete the volume vscen made: found in its pool by name, and only while it is still at
+    the path vscen recorded (a volume of that name elsewhere is not the same one)."""
     import libvirt
 
+    from vscen import check_record, safe_path
+
+    check_record(record, {"pool": str, "name": str, "path": str}, "volume")
+    path = str(safe_path(record["path"], ["/"], f"volume {record['name']}"))
+    if os.path.basename(path) != record["name"]:
+        raise UsageError(f"volume {path}: the journal names it '{record['name']}', not its file's name; not touched")
     conn = connection.conn
     pool = lookup_pool(conn, record["pool"])
     vol = None
@@ -253,6 +261,9 @@ def undo_volume(connection, record: dict) -> None:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                 raise
+    if vol is not None and vol.path() != path:
+        raise VscenError(f"volume {record['name']} of pool '{record['pool']}' is at {vol.path()}, not at "
+                         f"{path} where vscen made it; not touched")
     if vol is None:
         if connection.is_local and not connection.is_test and os.path.exists(record["path"]):
             raise VscenError(f"volume {record['path']}: the file is still there but no active pool holds "

@@ -35,6 +35,8 @@ def test_output_option_wins_over_the_config(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "from-option" / "desktop" / "domain.xml").exists()
     assert not (tmp_path / "from-config").exists()
+    # the in-process test driver outlives the test while any connection to it is open
+    assert run("destroy", "desktop", "--output", str(tmp_path / "from-option")).exit_code == 0
 
 
 def test_explain_shows_a_set_value_once_with_what_it_replaced():

@@ -274,7 +274,10 @@ def test_write_file_record_restores_previous_content(tmp_path):
     path = tmp_path / "a" / "b.xml"
     path.parent.mkdir()
     path.write_text("old")
+    inode = path.stat().st_ino
     record = write_file(path, "new").do()
-    assert path.read_text() == "new"
-    UNDO["file"](None, record)
-    assert path.read_text() == "old" and path.parent.is_dir()
+    assert path.read_text() == "new" and "old" not in str(record)  # never text from the journal
+    UNDO["file"](None, record, path.parent)
+    # the very file that was there comes back (a hard link kept it), and nothing else stays
+    assert path.read_text() == "old" and path.stat().st_ino == inode
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b.xml"]

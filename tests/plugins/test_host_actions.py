@@ -23,6 +23,7 @@ import vscen_networks
 from conftest import host_files, system_or_skip
 from lxml import etree
 
+from vscen import host_identity
 from vscen.apply import apply, rollback
 from vscen.errors import ExistsError, HostError, RulesError, UsageError, VscenError
 from vscen.journal import Journal
@@ -372,7 +373,8 @@ def test_hugepages_really_reserved_and_given_back(system_conn, results, restore_
     assert read_int(node_file("free_hugepages")) >= pages
     records = [e["record"] for e in journal.entries if e["owner"] == "hugepages"]
     assert records[0] == {"kind": "hugepages", "size_kib": 2048, "via": "libvirt", "cells": [0],
-                          "previous": {"0": before}, "added": {"0": 8}}
+                          "previous": {"0": before}, "added": {"0": 8},
+                          "host": host_identity(result.connection)}
     if mode == "persistent":
         assert conf.read_text().endswith(f"\nvm.nr_hugepages = {before + 8}\n")
         assert records[1]["kind"] == "hugepages-sysctl" and records[1]["previous"] is None
@@ -439,7 +441,7 @@ def test_hugepages_sysfs_undo_takes_back_only_what_was_added(tmp_path, monkeypat
     local = SimpleNamespace(uri="qemu:///system", is_local=True, is_test=False,
                             conn=SimpleNamespace(getCapabilities=lambda: "<capabilities/>"))
     record = {"kind": "hugepages", "size_kib": 2048, "via": "sysfs", "cells": [0],
-              "previous": {"0": 4}, "added": {"0": 6}}
+              "previous": {"0": 4}, "added": {"0": 6}, "host": host_identity(local)}
     vscen_hugepages.undo(local, record)
     assert (pool / "nr_hugepages").read_text() == "4\n"
     (pool / "nr_hugepages").write_text("9\n")  # someone else added 5 since
@@ -496,7 +498,7 @@ def test_tuning_applied_and_undone(results, sysfs):
     assert (sysfs / "ksm/run").read_text() == "0"
     assert (sysfs / "transparent_hugepage/enabled").read_text() == "madvise"
     assert records[0] == {"kind": "sysfs", "setting": "ksm/run", "path": str(sysfs / "ksm/run"),
-                          "value": "0", "previous": "1", "feature": "ksm-off"}
+                          "value": "0", "previous": "1", "feature": "ksm-off", "host": host_identity(LOCAL)}
     assert vscen_host_tuning.plan(tuning_ctx(results, ["ksm-off", "thp-madvise"])) == []
     for record in reversed(records):
         vscen_host_tuning.undo(LOCAL, record)

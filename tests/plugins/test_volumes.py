@@ -397,7 +397,8 @@ def test_encryption_needs_a_secret_store_which_the_test_driver_lacks(tenv, tmp_p
                               f"{TEST_URI} does not offer; use a qemu:// connection")
     assert tenv.snapshot() == before
     # and taking back a secret record there is fine (nothing to take back)
-    result.ctx.registry.host_actions["disk-encryption"].undo(result.connection, {"kind": "secret", "uuid": secret_uuid(f"{d}/e.qcow2")})
+    result.ctx.registry.host_actions["disk-encryption"].undo(result.connection, {"kind": "secret", "uuid": secret_uuid(f"{d}/e.qcow2"),
+                                                                                            "usage": f"{d}/e.qcow2"})
 
 
 # -- the storage feature ---------------------------------------------------------------------------

@@ -16,19 +16,36 @@ def destroy(
     keep_storage: Annotated[bool, typer.Option("--keep-storage", help="Keep the disks (volumes, pools, secrets) vscen created.")] = False,
     output: Annotated[Optional[Path], typer.Option(help="Where the guest's directory is (default: $XDG_DATA_HOME/vscen).")] = None,
     connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the one the guest was made on).")] = None,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait while another vscen changes the same guest (0: refuse at once as busy).")] = 60.0,
 ):
-    """Remove exactly what vscen created for guest NAME, newest first."""
+    """Remove exactly what vscen created for guest NAME, newest first: only what it can prove
+    it made (see 'Reliability' in docs/host.md)."""
     from vscen.apply import rollback
-    from vscen.errors import VscenError, raise_all
+    from vscen.cli.common import err
+    from vscen.errors import UsageError, VscenError, raise_all
     from vscen.guests import guest_journal
     from vscen.host.connect import open_connection
+    from vscen.journal import GuestLock
 
     journal = guest_journal(name, output, command="destroy")
     path = journal.path
-    reg = registry()
-    conn = open_connection(connect or journal.uri)
-    total = len(journal.entries)
-    problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage)
+    lock = GuestLock(path.parent, wait, notify=err)
+    with lock:
+        journal.reload()  # what another run added while this one waited
+        reg = registry()
+        conn = open_connection(connect or journal.uri)
+        try:
+            total = len(journal.entries)
+            errors: list = []
+            problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage, errors=errors)
+        finally:
+            conn.close()
+        if not journal.entries:
+            lock.remove()
+    if any(isinstance(e, UsageError) for e in errors):
+        # records of the wrong shape, or naming what vscen does not write: an edited journal
+        raise_all(UsageError, f"destroy {name}: {path} names what vscen did not make; those records were "
+                  "not taken back", [f"{path}: {p}" for p in problems])
     raise_all(VscenError, f"destroy {name}: some things could not be removed", problems)
     kept = len(journal.entries)
     typer.echo(f"destroyed {name}: removed {total - kept} things vscen made"
@@ -53,8 +70,9 @@ def status(
         path = journal.path
         made: dict[str, int] = {}
         for entry in journal.entries:
-            what = entry["owner"] if entry["owner"] != "vscen" else entry["record"]["kind"]
-            made[what] = made.get(what, 0) + 1
+            kind = entry["record"].get("kind")
+            what = entry["owner"] if entry["owner"] != "vscen" else kind if isinstance(kind, str) else "?"
+            made[what[:64]] = made.get(what[:64], 0) + 1
         rows.append({"name": journal.name, "uri": journal.uri, "state": _state_of(journal),
                      "made": made, "directory": str(path.parent)})
     if json_:
@@ -68,21 +86,36 @@ def status(
 
 
 _connections: dict = {}
+#: seconds ``status`` waits for a libvirt daemon to answer (a journal may name any URI)
+STATE_TIMEOUT = 10.0
 
 
 def _state_of(journal) -> str:
+    """The domain's state, asked in a thread: status never hangs on a host that does not answer."""
+    import threading
+
+    if journal.uri.startswith("test:"):
+        return "unknown (embedded driver: gone with the process)"
+    if not journal.uri:
+        return "unknown (no URI recorded)"
+    answer: list[str] = []
+    worker = threading.Thread(target=lambda: answer.append(_ask_state(journal)), daemon=True)
+    worker.start()
+    worker.join(STATE_TIMEOUT)
+    return answer[0] if answer else f"unreachable ({journal.uri} did not answer in {STATE_TIMEOUT:g}s)"
+
+
+def _ask_state(journal) -> str:
     import libvirt
 
     from vscen.host.connect import open_connection
 
-    if journal.uri.startswith("test:"):
-        return "unknown (embedded driver: gone with the process)"
     try:
         conn = _connections.get(journal.uri) or open_connection(journal.uri)
         _connections[journal.uri] = conn
         dom = conn.conn.lookupByName(journal.name)
+        return "running" if dom.isActive() else "shut off"
     except libvirt.libvirtError:
         return "not defined"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- any reason is the answer
         return f"unreachable ({exc})"
-    return "running" if dom.isActive() else "shut off"

@@ -44,6 +44,7 @@ def run(
     force: Annotated[bool, typer.Option(help="Replace what exists and differs: the output file, the domain, vscen's own leftovers (never a disk).")] = False,
     start: Annotated[bool, typer.Option(help="Start the guest once defined.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait while another vscen changes the same guest (0: refuse at once as busy).")] = 60.0,
     **plugin_options,
 ):
     """Build, validate and define a guest for SCENARIOS."""
@@ -87,7 +88,7 @@ def run(
             err(f"[{i}/{total}] {step.description}")
 
     journal = Journal.open(plan.out_dir, result.settings.name, result.ctx.uri)
-    apply(plan, journal, result.connection, result.ctx.registry, progress)
+    apply(plan, journal, result.connection, result.ctx.registry, progress, wait=wait)
     summary["applied"] = [s.description for s in plan.steps]
     summary["journal"] = str(journal.path) if journal.entries else None
     _report(summary, json_, dry_run=False)

@@ -76,6 +76,7 @@ _TAIL: tuple[Key, ...] = (
     Key("host-facts", "host_facts", "list", values="path"),
     Key("connect", "connect", values="connect"),
     Key("output", "output", values="dir"),
+    Key("wait", "wait"),
 )
 
 
