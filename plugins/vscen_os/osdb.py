@@ -2,7 +2,8 @@
 
 libosinfo and virt-install read these files through GObject; vscen reads the few facts it
 needs directly. Where they live, lowest precedence first, as libosinfo's loader looks:
-``$OSINFO_SYSTEM_DIR`` (else ``/usr/share/osinfo``), ``/etc/osinfo``, ``~/.config/osinfo``;
+``$OSINFO_SYSTEM_DIR`` (else ``/usr/share/osinfo``), ``/etc/osinfo``, ``$XDG_CONFIG_HOME/osinfo``
+(``~/.config/osinfo``);
 ``$OSINFO_DB_PATH`` (directories separated by ``:``) replaces the three. An OS is every
 ``<os>`` element with one ``id`` in ``os/**/*.xml`` (a ``win-10.d/`` fragment adds to win10).
 
@@ -39,8 +40,8 @@ def db_dirs() -> list[Path]:
     env = os.environ.get("OSINFO_DB_PATH")
     if env:
         return [Path(p) for p in env.split(":") if p]
-    return [Path(os.environ.get("OSINFO_SYSTEM_DIR") or SYSTEM_DIR), Path("/etc/osinfo"),
-            Path.home() / ".config" / "osinfo"]
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [Path(os.environ.get("OSINFO_SYSTEM_DIR") or SYSTEM_DIR), Path("/etc/osinfo"), Path(config) / "osinfo"]
 
 
 def _files(sub: str) -> list[Path]:
