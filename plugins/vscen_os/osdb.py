@@ -45,7 +45,10 @@ def db_dirs() -> list[Path]:
 
 
 def _files(sub: str) -> list[Path]:
-    return [f for d in db_dirs() for f in sorted((d / sub).glob("**/*.xml")) if f.is_file()]
+    """The XML files under *sub* of each directory; a ``NAME.d/`` fragment after the files."""
+    return [f for d in db_dirs()
+            for f in sorted((d / sub).glob("**/*.xml"), key=lambda f: (f.parent.name.endswith(".d"), str(f)))
+            if f.is_file()]
 
 
 @dataclass(frozen=True)
