@@ -62,8 +62,11 @@ def _size(n: int) -> str:
 
 
 def os_info(ctx):
+    from vscen import UsageError
     from vscen_os import osdb
 
+    if not ctx.settings.get("os"):
+        raise UsageError("os-profile: name the OS with --os SHORTID (see 'vscen os list')")
     return osdb.lookup(ctx.settings.os)
 
 

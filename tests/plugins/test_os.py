@@ -234,3 +234,8 @@ def test_os_list_and_show(real_db):
     assert "name:                  Debian 11" in text
     bad = cli("os", "show", "debian99")
     assert isinstance(bad.exception, UsageError) and "is not an OS the osinfo database knows" in str(bad.exception)
+
+
+def test_os_profile_without_os_says_what_is_missing():
+    with pytest.raises(UsageError, match=r"^os-profile: name the OS with --os SHORTID"):
+        render_for(("computation",), host="kvm", add=["os-profile"], options={"name": "g"})
