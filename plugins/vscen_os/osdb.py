@@ -17,7 +17,7 @@ replaces and passes nothing down):
 
 Parsing every OS costs ~140 ms, so nothing is read until asked (``--os``, ``vscen os``);
 the short-id index (short-id -> OS id -> files) is cached in ``$XDG_CACHE_HOME/vscen``,
-valid while no file under the database changed (its size and time), so ``--os win11`` then
+valid while no directory of the database changed (``_signature``), so ``--os win11`` then
 parses only win11's files and those of the OSes it derives from.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 SYSTEM_DIR = "/usr/share/osinfo"
 WINDOWS_FAMILIES = ("winnt", "win9x", "win16")
 #: the cache's format: bump when what it holds changes
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def db_dirs() -> list[Path]:
@@ -147,11 +147,21 @@ def _parse(paths) -> dict[str, OsEntry]:
 # -- the index: short-id -> OS id -> files ------------------------------------------------------
 
 
-def _signature(files: list[Path]) -> list:
+def _signature() -> list:
+    """Every directory of the OS database with its time: dpkg and osinfo-db-import put files in
+    place by renaming, which changes their directory's time. Stat-ing ~150 directories instead
+    of ~800 files keeps a cached --os cheap (a file edited in place is not noticed: touch its
+    directory)."""
     out = []
-    for f in files:
-        st = f.stat()
-        out.append([str(f), st.st_size, st.st_mtime_ns])
+    todo = [str(d / sub) for d in db_dirs() for sub in ("os", "device")]
+    while todo:
+        path = todo.pop()
+        try:
+            out.append([path, os.stat(path).st_mtime_ns])
+            with os.scandir(path) as entries:
+                todo.extend(sorted((e.path for e in entries if e.is_dir(follow_symlinks=True)), reverse=True))
+        except OSError:
+            continue
     return out
 
 
@@ -162,10 +172,10 @@ def _cache_file() -> Path:
 
 @cache
 def index() -> dict:
-    """``{"short": {short-id: OS id}, "files": {OS id: [paths]}}`` of the whole database,
+    """``{"short": {short-id: OS id}, "files": {OS id: [paths]}, "devices": {id: name}}`` of
+    the whole database,
     from the cache where the files are unchanged."""
-    files = _files("os")
-    signature = _signature(files)
+    signature = _signature()
     cached = _cache_file()
     try:
         data = json.loads(cached.read_text())
@@ -175,6 +185,7 @@ def index() -> dict:
         pass
     short: dict[str, str] = {}
     where: dict[str, list[str]] = {}
+    files = _files("os")
     from lxml import etree
 
     parser = etree.XMLParser(remove_comments=True, resolve_entities=False, no_network=True)
@@ -190,7 +201,7 @@ def index() -> dict:
             for sid in os_el.iterfind("short-id"):
                 if sid.text:
                     short.setdefault(sid.text.strip(), os_el.get("id"))
-    result = {"short": short, "files": where}
+    result = {"short": short, "files": where, "devices": _device_names()}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         from vscen import atomic_write
@@ -207,9 +218,12 @@ def entry(os_id: str) -> OsEntry | None:
     return _parse(paths).get(os_id) if paths else None
 
 
-@cache
 def device_names() -> dict[str, str]:
     """Device id -> name (``http://pcisig.com/pci/1af4/1001`` -> ``virtio-block``)."""
+    return index()["devices"]
+
+
+def _device_names() -> dict[str, str]:
     from lxml import etree
 
     names: dict[str, str] = {}
@@ -373,5 +387,5 @@ def all_os() -> list[OsInfo]:
 
 def clear() -> None:
     """Forget what was read (tests point the database elsewhere)."""
-    for fn in (index, entry, device_names, lookup):
+    for fn in (index, entry, lookup):
         fn.cache_clear()

@@ -92,6 +92,8 @@ def test_the_index_is_cached_and_renewed_when_a_file_changes(tiny_db, tmp_path):
     cache = tmp_path / "cache" / "vscen" / "osinfo-index.json"
     assert json.loads(cache.read_text())["index"]["short"]["parent1"] == "http://example.org/parent"
     osdb.clear()
+    assert osdb.index()["short"]["parent1"] == "http://example.org/parent"  # from the cache
+    osdb.clear()
     write_os(tiny_db, "example.org/new.xml", '<os id="http://example.org/new"><short-id>new3</short-id></os>')
     assert "new3" in osdb.short_ids()
 
