@@ -111,8 +111,14 @@ def prepare(ctx) -> None:
         changes["vcpu"] = vcpu
 
     disks = list(s.disks)
-    if disks and not disks[0].backing:
-        size = fit("disk.size", disks[0].size, low.storage, rec.storage, _size, "--disk size=")
+    if disks and s.source("disks") == "option":
+        # --disk gives each disk's keys: which were the user's is not known (a path of an
+        # existing image keeps the default size), so only a note
+        if low.storage and disks[0].size < low.storage and not disks[0].backing:
+            ctx.note(f"os-profile: disk 1 is {_size(disks[0].size)}, below {info.name}'s minimum of "
+                     f"{_size(low.storage)} (for a new disk, give --disk ...,size={_size(low.storage)})")
+    elif disks and not disks[0].backing:
+        size = fit("disk.size", disks[0].size, low.storage, rec.storage, _size, "--disk-size")
         if size != disks[0].size:
             disks[0] = replace(disks[0], size=size)
     if not info.supports(*VIRTIO_DISK):

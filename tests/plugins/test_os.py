@@ -241,3 +241,13 @@ def test_os_list_and_show(real_db):
 def test_os_profile_without_os_says_what_is_missing():
     with pytest.raises(UsageError, match=r"^os-profile: name the OS with --os SHORTID"):
         render_for(("computation",), host="kvm", add=["os-profile"], options={"name": "g"})
+
+
+def test_disk_size_below_the_minimum(real_db):
+    with pytest.raises(UsageError, match=r"^disk.size: 10GiB is below Microsoft Windows 11's minimum of 64GiB "
+                                         r"\(give --disk-size 64GiB or more\)$"):
+        render("desktop", os="win11", **{"disk.size": "10G"})
+    # --disk's keys are not told apart: its size is kept, with a note
+    result = render_for(("desktop",), host="kvm", disks=["size=10G"], options={"name": "g", "os": "win11"})
+    assert result.settings.disks[0].size == 10 * GIB
+    assert any("disk 1 is 10GiB, below Microsoft Windows 11's minimum of 64GiB" in n for n in result.ctx.notes)
