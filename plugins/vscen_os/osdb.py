@@ -10,8 +10,10 @@ needs directly. Where they live, lowest precedence first, as libosinfo's loader 
 Inheritance is libosinfo's: along ``derives-from`` (``upgrades`` says which OS a release
 replaces and passes nothing down):
 
-- resources: an OS without any ``<minimum>`` (``<recommended>``) entry takes its parent's
-  list, for each arch first then ``all``;
+- resources: an OS has its own entries only, but an entry ``<resources arch=A
+  inherit="true">`` (possibly empty) takes every value it lacks from the entries of arch A of
+  the OSes it derives from or clones, nearest first (libosinfo's
+  ``osinfo_os_get_resources_internal``); a value is then looked up for the arch, else ``all``;
 - devices: the parent's and the OS's own, an entry ``supported="false"`` taking one away;
 - firmware: the parent's and the OS's own, the nearer entry for one (arch, type) winning.
 
@@ -70,14 +72,18 @@ class OsEntry:
     info: dict[str, str] = field(default_factory=dict)
     derives_from: str | None = None
     upgrades: str | None = None
+    clones: str | None = None
     #: kind ("minimum", "recommended", "maximum") -> arch -> Resources
     resources: dict[str, dict[str, Resources]] = field(default_factory=dict)
+    #: (kind, arch) of the entries that inherit what they lack (``inherit="true"``)
+    inherit: set = field(default_factory=set)
     #: device id -> supported
     devices: dict[str, bool] = field(default_factory=dict)
     #: (arch, type) -> (supported, {feature name: supported})
     firmware: dict[tuple[str, str], tuple[bool, dict[str, bool]]] = field(default_factory=dict)
 
 
+KINDS = ("minimum", "recommended", "maximum")
 INFO = ("name", "version", "vendor", "family", "distro", "release-date", "eol-date")
 
 
@@ -109,16 +115,19 @@ def _merge(entry: OsEntry, os_el) -> None:
         value = _text(os_el, key)
         if value and key not in entry.info:
             entry.info[key] = value
-    for key in ("derives-from", "upgrades"):
+    for key in ("derives-from", "upgrades", "clones"):
         rel = os_el.find(key)
         if rel is not None and rel.get("id"):
             setattr(entry, key.replace("-", "_"), rel.get("id"))
     for res in os_el.iterfind("resources"):
         arch = res.get("arch", "all")
-        for kind in ("minimum", "recommended", "maximum"):
+        inherit = res.get("inherit") == "true"
+        for kind in KINDS:
             el = res.find(kind)
-            if el is not None:
-                entry.resources.setdefault(kind, {})[arch] = _resources(el)
+            if el is not None or inherit:
+                entry.resources.setdefault(kind, {})[arch] = _resources(el) if el is not None else Resources()
+            if inherit:
+                entry.inherit.add((kind, arch))
     for dev in os_el.iterfind("devices/device"):
         if dev.get("id"):
             entry.devices[dev.get("id")] = _yes(dev)
@@ -321,17 +330,38 @@ class OsInfo:
 
 
 def _chain(os_id: str) -> list[OsEntry]:
-    """The OS and those it derives from, nearest first (a cycle is cut)."""
+    """The OS, then those it derives from or clones, nearest first (breadth first; cycles cut)."""
     out: list[OsEntry] = []
-    seen = set()
-    current: str | None = os_id
-    while current and current not in seen:
-        seen.add(current)
-        found = entry(current)
+    seen = {os_id}
+    todo = [os_id]
+    while todo:
+        found = entry(todo.pop(0))
         if found is None:
-            break
+            continue
         out.append(found)
-        current = found.derives_from
+        for rel in (found.derives_from, found.clones):
+            if rel and rel not in seen:
+                seen.add(rel)
+                todo.append(rel)
+    return out
+
+
+def _inherited(chain: list[OsEntry]) -> dict:
+    """kind -> arch -> Resources of the first OS of *chain*, inheriting entries filled in."""
+    own = chain[0]
+    out = {}
+    for kind in KINDS:
+        table = dict(own.resources.get(kind, {}))
+        for arch, res in table.items():
+            if (kind, arch) not in own.inherit:
+                continue
+            values = dict(res.__dict__)
+            for ancestor in chain[1:]:
+                theirs = ancestor.resources.get(kind, {}).get(arch)
+                if theirs is not None:
+                    values = {k: v if v is not None else getattr(theirs, k) for k, v in values.items()}
+            table[arch] = Resources(**values)
+        out[kind] = table
     return out
 
 
@@ -343,9 +373,7 @@ def lookup(short_id: str) -> OsInfo | None:
     if not chain:
         return None
     own = chain[0]
-    resources = {}
-    for kind in ("minimum", "recommended", "maximum"):
-        resources[kind] = next((e.resources[kind] for e in chain if e.resources.get(kind)), {})
+    resources = _inherited(chain)
     devices: dict[str, bool] = {}
     firmware: dict = {}
     for e in chain:  # nearest first: the first word on an id or (arch, type) wins

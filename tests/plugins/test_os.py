@@ -58,6 +58,7 @@ def tiny_db(tmp_path, monkeypatch):
         <derives-from id="http://example.org/parent"/><upgrades id="http://example.org/parent"/>
         <firmware arch="x86_64" type="efi"/><firmware arch="x86_64" type="bios" supported="false"/>
         <devices><device id="http://example.org/dev/old" supported="false"/></devices>
+        <resources arch="all" inherit="true"><minimum><n-cpus>2</n-cpus></minimum></resources>
       </os>""")
     write_os(root, "example.org/child.d/extra.xml", '<os id="http://example.org/child"><short-id>child2.0</short-id></os>')
     dev = root / "device" / "example.org" / "blk.xml"
@@ -74,9 +75,9 @@ def tiny_db(tmp_path, monkeypatch):
 def test_inheritance_follows_derives_from_as_libosinfo_does(tiny_db):
     child = osdb.lookup("child2")
     assert (child.id, child.name, child.short_ids) == ("http://example.org/child", "Child 2", ("child2", "child2.0"))
-    # resources: the child has none, so the parent's list
-    assert child.resource("minimum", "x86_64") == osdb.Resources(ram=GIB, n_cpus=1)
-    assert child.resource("recommended", "x86_64") == osdb.Resources(ram=2 * GIB, n_cpus=1, storage=20 * GIB)
+    # resources: the child's entry inherits what it lacks from the parent's of its arch
+    assert child.resource("minimum", "x86_64") == osdb.Resources(ram=GIB, n_cpus=2)
+    assert child.resource("recommended", "x86_64") == osdb.Resources(ram=2 * GIB, n_cpus=2, storage=20 * GIB)
     # devices: the parent's, less what the child says it does not support; names from device/
     assert child.devices == ("virtio-block",)
     assert osdb.lookup("parent1").devices == ("http://example.org/dev/old", "virtio-block")
@@ -104,7 +105,10 @@ def test_a_later_directory_adds_to_the_earlier_ones(tiny_db, tmp_path, monkeypat
                                '<derives-from id="http://example.org/child"/></os>')
     monkeypatch.setenv("OSINFO_DB_PATH", f"{tiny_db}:{user}")
     osdb.clear()
-    assert osdb.lookup("mine1").requires_efi("x86_64")
+    mine = osdb.lookup("mine1")
+    assert mine.requires_efi("x86_64")
+    # no resources entry of its own: none, as libosinfo (only inherit="true" entries inherit)
+    assert mine.resource("minimum", "x86_64") == osdb.Resources()
 
 
 def test_the_plugin_module_does_not_read_the_database_on_import():
