@@ -200,6 +200,9 @@ def apply(domain, ctx) -> None:
         hyperv.ensure("spinlocks").set(retries=8191)
         clock = domain.ensure("clock").set(offset="utc")
         clock.child("timer", name="hypervclock").set(present="yes")
+        # virt-install gives Windows offset='localtime'; vscen's clock is UTC for every guest
+        ctx.note(f"os-profile: the guest's RTC runs in UTC, while {info.name} reads it as local time by "
+                 "default: set RealTimeIsUniversal=1 in the guest's registry, or --set ./clock/@offset=localtime")
 
 
 def finish(domain, ctx) -> None:

@@ -199,6 +199,7 @@ def test_windows_gets_sata_e1000e_vga_secure_boot_tpm_and_hyperv(real_db):
     ns = {"l": "http://libosinfo.org/xmlns/libvirt/domain/1.0"}
     assert xml.xpath("string(metadata/l:libosinfo/l:os/@id)", namespaces=ns) == "http://microsoft.com/win/11"
     assert any("virtio-win ISO" in n for n in result.ctx.notes)
+    assert any("--set ./clock/@offset=localtime" in n for n in result.ctx.notes)
 
 
 def test_the_users_virtio_disk_stays_with_a_note(real_db):
