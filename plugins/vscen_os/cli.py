@@ -1,4 +1,7 @@
-"""``vscen os list`` and ``vscen os show``: what the osinfo database knows."""
+"""``vscen os list`` and ``vscen os show``: what the osinfo database knows.
+
+Imported whenever vscen's command line is built: the database module only when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import json
 from typing import Annotated, Optional
 
 import typer
-
-from vscen_os import osdb
 
 app = typer.Typer(no_args_is_help=True, help="What the osinfo database knows of operating systems (vscen run --os).")
 
@@ -22,11 +23,13 @@ def _matches(info, family: str | None) -> bool:
     return info.is_windows if family == "windows" else info.family == family
 
 
-def _need_db() -> None:
+def _need_db():
     from vscen import UsageError
+    from vscen_os import osdb
 
     if not any((d / "os").is_dir() for d in osdb.db_dirs()):
         raise UsageError("os: no osinfo database found (install the package osinfo-db)")
+    return osdb
 
 
 @app.command("list")
@@ -35,7 +38,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="JSON: a list of objects, as 'vscen os show --json'.")] = False,
 ):
     """The operating systems the osinfo database knows, by short-id."""
-    _need_db()
+    osdb = _need_db()
     found = [o for o in osdb.all_os() if _matches(o, family)]
     if as_json:
         typer.echo(json.dumps([o.as_dict() for o in found], indent=2))
@@ -53,7 +56,7 @@ def show(
     """What vscen knows of one OS: resources, firmware, drivers, as --os applies them."""
     from vscen import UsageError
 
-    _need_db()
+    osdb = _need_db()
     from vscen_os import parse_os
 
     try:

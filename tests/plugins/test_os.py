@@ -111,8 +111,8 @@ def test_a_later_directory_adds_to_the_earlier_ones(tiny_db, tmp_path, monkeypat
     assert mine.resource("minimum", "x86_64") == osdb.Resources()
 
 
-def test_the_plugin_module_does_not_read_the_database_on_import():
-    code = "import sys, vscen_os; print('vscen_os.osdb' in sys.modules, 'lxml' in sys.modules)"
+def test_the_plugin_and_its_commands_do_not_read_the_database_on_import():
+    code = "import sys, vscen_os, vscen_os.cli; print('vscen_os.osdb' in sys.modules, 'lxml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
