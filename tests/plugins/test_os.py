@@ -256,3 +256,23 @@ def test_disk_size_below_the_minimum(real_db):
     result = render_for(("desktop",), host="kvm", disks=["size=10G"], options={"name": "g", "os": "win11"})
     assert result.settings.disks[0].size == 10 * GIB
     assert any("disk 1 is 10GiB, below Microsoft Windows 11's minimum of 64GiB" in n for n in result.ctx.notes)
+
+
+def test_every_os_minimum_ram_and_firmware_match_its_own_file(real_db):
+    """Across the whole database, read here with plain XPath: each OS's own minimum RAM per
+    arch, and its own firmware entries, are what the plugin reports."""
+    checked = 0
+    for path in sorted((real_db / "os").glob("*/*.xml")):
+        for os_el in etree.parse(str(path)).getroot().iterfind("os"):
+            short = os_el.findtext("short-id")
+            info = osdb.lookup(short)
+            assert info is not None and info.id == os_el.get("id"), short
+            for res in os_el.iterfind("resources"):
+                ram = res.findtext("minimum/ram")
+                if ram and res.get("inherit") != "true":
+                    assert info.resources["minimum"][res.get("arch")].ram == int(ram), (short, res.get("arch"))
+                    checked += 1
+            for fw in os_el.iterfind("firmware"):
+                supported = fw.get("supported", "true") != "false"
+                assert info.firmware[(fw.get("arch"), fw.get("type"))][0] == supported, short
+    assert checked > 300
