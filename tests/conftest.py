@@ -94,6 +94,9 @@ def _isolated_config(tmp_path, monkeypatch):
     """No test reads the real user's config or writes to the real data dir."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("OSINFO_DB_PATH", "OSINFO_SYSTEM_DIR"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("LIBVIRT_DEFAULT_URI", raising=False)
     monkeypatch.delenv("VSCEN_DISABLED_PLUGINS", raising=False)
     monkeypatch.delenv("VSCEN_PLUGIN_PATH", raising=False)
@@ -131,6 +134,21 @@ def system_or_skip():
             pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
         pytest.skip("no libvirt daemon at qemu:///system")
     return conn
+
+
+OSINFO_DIR = "/usr/share/osinfo"
+
+
+def osinfo_or_skip() -> str:
+    """The osinfo database of the Debian package osinfo-db (what --os reads); the test is
+    skipped where it is not installed, except in CI, where scripts/setup.sh installs it."""
+    import os
+
+    if not os.path.isdir(os.path.join(OSINFO_DIR, "os")):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the osinfo database (scripts/setup.sh installs osinfo-db), but {OSINFO_DIR} is absent")
+        pytest.skip(f"no osinfo database at {OSINFO_DIR} (apt-get install osinfo-db)")
+    return OSINFO_DIR
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ them; elsewhere the test says so and checks the rest.
 from __future__ import annotations
 
 import pytest
-from conftest import DATA, define_on_test_driver, host_files, render_for
+from conftest import DATA, define_on_test_driver, host_files, osinfo_or_skip, render_for
 
 from vscen.pipeline import Request, render
 from vscen.validate import Support
@@ -27,7 +27,8 @@ NEWER = Support({"launchSecurity/@type": frozenset({"sev", "sev-snp", "tdx"})}, 
 WITH_LOCAL = {"numa4-rt": ("numa4-hugepages", DATA / "hosts" / "numa4-rt-local.xml")}
 
 # (scenarios, host, libvirt profile[, peers: recorded hosts the guest must run on too]);
-# a "+NAME" among the scenarios adds feature NAME, as --feature +NAME does
+# a "+NAME" among the scenarios adds feature NAME, as --feature +NAME does; "KEY=VALUE" is the
+# option --KEY VALUE ("os=win11": those cases need the osinfo database, see osinfo_or_skip)
 CASES = [
     (("secure-vm",), "amd-sev", "libvirt9"),
     (("secure-vm",), "amd-sev", "newer"),
@@ -59,13 +60,21 @@ CASES = [
     (("desktop", "+video-perf", "+network-perf", "+clock-perf"), "kvm", "libvirt9"),
     (("computation", "+storage-perf", "+cpu-perf", "+clock-perf"), "amd-sev", "libvirt9"),
     (("computation", "secure-vm", "+storage-perf", "+network-perf"), "amd-sev", "libvirt9"),
+    (("desktop", "os=win11"), "kvm", "libvirt9"),
+    (("desktop", "os=win11"), "local-tcg", "libvirt9"),
+    (("desktop", "os=debian11"), "kvm", "libvirt9"),
+    (("computation", "os=debian11"), "amd-sev", "libvirt9"),
+    (("computation", "os=win10"), "kvm", "libvirt9"),
+    (("os-testing", "os=fedora36"), "kvm", "libvirt9"),
+    (("os-testing", "os=win11"), "kvm", "libvirt9"),
+    (("secure-vm", "os=sle15sp4"), "amd-sev", "libvirt9"),
 ]
 
 
 def case_id(case) -> str:
     scenarios, host, profile = case[:3]
     peers = case[3] if len(case) > 3 else ()
-    return (f"{'+'.join(n.lstrip('+') for n in scenarios)}@{host}" + ("" if profile == "libvirt9" else "+newer-libvirt")
+    return (f"{'+'.join(n.lstrip('+').replace('=', '-') for n in scenarios)}@{host}" + ("" if profile == "libvirt9" else "+newer-libvirt")
             + "".join(f"+peer-{p}" for p in peers))
 
 
@@ -95,12 +104,15 @@ def needs_newer(xml: str) -> str | None:
 def test_golden(case, regen_golden):
     scenarios, host, profile = case[:3]
     add = [n[1:] for n in scenarios if n.startswith("+")]
-    scenarios = [n for n in scenarios if not n.startswith("+")]
+    options = dict(n.split("=", 1) for n in scenarios if "=" in n)
+    if "os" in options:
+        osinfo_or_skip()
+    scenarios = [n for n in scenarios if not n.startswith("+") and "=" not in n]
     support = LIBVIRT_9 if profile == "libvirt9" else NEWER
     # the installed schema cannot judge what only a newer libvirt knows: checked below
     schema = profile == "libvirt9" or Support.installed().accepts("launchSecurity", "type", "tdx")
     result = render(Request(scenarios=scenarios, host_facts=facts_files(host), support=support, schema=schema,
-                            add=add, options={"name": "golden", **peer_options(case)}), keep_connection=False)
+                            add=add, options={"name": "golden", **options, **peer_options(case)}), keep_connection=False)
     path = GOLDEN / f"{case_id(case)}.xml"
     if regen_golden:
         path.parent.mkdir(parents=True, exist_ok=True)

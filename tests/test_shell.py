@@ -203,6 +203,7 @@ SAMPLES = {
     "filesystem": ("source=/srv/data,target=data", "plugin_filesystem", ("source=/srv/data,target=data",)),
     "pool": ("images", "plugin_pool", "images"),
     "hugepages": ("reserve", "plugin_hugepages", "reserve"),
+    "os": ("win11", "plugin_os", "win11"),
     "peer": ("qemu+ssh://far/system", "plugin_peers", ("qemu+ssh://far/system",)),
     "hostdev": ("0000:03:00.0", "plugin_hostdev", ("0000:03:00.0",)),
     "transient": ("yes", "transient", True),

@@ -63,6 +63,9 @@ class Feature(Rules):
     """One capability of a guest: ``apply(domain, ctx)`` writes it into the domain model."""
 
     category: str = "misc"
+    #: runs before any item's ``apply``, in the same order: for features that settle settings
+    #: others read (an operating system's minimum memory): ``ctx.settings = ...``
+    prepare: Callable[[Context], None] | None = field(default=None, compare=False)
     apply: Callable[[Domain, Context], None] | None = field(default=None, compare=False)
     #: runs after every feature's apply, in the same order: for features that adjust what
     #: others added (``iommu='on'`` on every virtio device, say)

@@ -315,3 +315,27 @@ def test_two_builds_are_byte_identical():
     first, second = _full_build(), _full_build()
     assert first == second
     assert first.index(b"<name>") < first.index(b"<memory") < first.index(b"<os>") < first.index(b"<devices>")
+
+
+# -- namespaced elements (another application's data in <metadata>) ----------------------------
+
+
+def test_a_namespaced_element_is_serialised_with_its_declared_prefix():
+    d = Domain()
+    with d.writer("meta", "feature"):
+        app = d.ensure("metadata").child("app:app").namespace("app", "http://example.org/app/1.0")
+        app.child("app:os", id="http://example.org/os/1")
+        assert d.ensure("metadata").child("app:app") is app
+    assert xml(d) == ('<domain><metadata><app:app xmlns:app="http://example.org/app/1.0">'
+                      '<app:os id="http://example.org/os/1"/></app:app></metadata></domain>')
+    assert rows(d)["/domain/metadata/app:app/app:os/@id"] == ("http://example.org/os/1", "meta (feature)")
+
+
+def test_an_undeclared_or_redeclared_prefix_is_refused():
+    d = Domain()
+    d.ensure("metadata").child("app:app")
+    with pytest.raises(ValueError, match="no namespace declared for prefix 'app'"):
+        d.render()
+    app = d.find("metadata/app:app").namespace("app", "http://example.org/a")
+    with pytest.raises(ValueError, match="declared already"):
+        app.namespace("app", "http://example.org/b")

@@ -50,6 +50,23 @@ def test_a_feature_raising_in_finish_is_named_too():
         run(features=[Feature(name="late", summary="x", finish=boom)])
 
 
+def test_prepare_runs_before_every_apply_and_is_named_when_it_raises():
+    from dataclasses import replace
+
+    seen = []
+
+    def raise_vcpu(ctx):
+        ctx.settings = replace(ctx.settings, vcpu=3)
+
+    early = Feature(name="zz-early", summary="x", prepare=raise_vcpu)
+    reader = Feature(name="aa-reader", summary="x", apply=lambda domain, ctx: seen.append(ctx.settings.vcpu))
+    assert "<vcpu placement=\"static\">3</vcpu>" in run(features=[reader, early]).xml
+    assert seen == [3]
+    with pytest.raises(PluginError, match="^feature 'early' of plugin 'demo-plugin' \\(in-process\\) "
+                                          "failed in prepare: ValueError: bad host data$"):
+        run(features=[Feature(name="early", summary="x", prepare=lambda ctx: boom(None, ctx))])
+
+
 def test_a_scenario_raising_in_apply_is_named():
     with pytest.raises(PluginError, match="^scenario 'demo' of plugin 'demo-plugin' \\(in-process\\) "
                                           "failed in apply: ValueError"):

@@ -16,19 +16,19 @@ if TYPE_CHECKING:
 
 
 def build(ctx: Context) -> Domain:
-    """Apply every resolved item, then the settings. Conflicts are left for the caller to
+    """Prepare and apply every resolved item, then the settings. Conflicts are left for the caller to
     check (``domain.conflicts()``) once the user's own customisations are known."""
     domain = Domain()
     ctx.domain = domain
     items = ctx.resolution.items
-    for phase in ("apply", "finish"):
+    for phase in ("prepare", "apply", "finish"):
         for item in items:
             fn = getattr(item, phase, None)
             if fn is None:
                 continue
             with domain.writer(item.name, item.kind):
                 try:
-                    fn(domain, ctx)
+                    fn(ctx) if phase == "prepare" else fn(domain, ctx)
                 except VscenError:
                     raise  # the plugin refuses, with a message for the user
                 except Exception as exc:  # a bug in the plugin: say whose

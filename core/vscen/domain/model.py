@@ -56,6 +56,8 @@ class Element:
         self.origin: Origin = self._domain.current
         #: key (attribute name or "#text") -> writes [(value, origin)], first write first
         self.writes: dict[str, list[tuple[str | None, Origin]]] = {}
+        #: XML namespaces declared here: prefix -> URI (see ``namespace``)
+        self.namespaces: dict[str, str] = {}
 
     # -- finding and creating -------------------------------------------------------------
 
@@ -97,6 +99,29 @@ class Element:
         if self.parent is not None:
             self.parent.children.remove(self)
             self._domain._changed()
+
+    def namespace(self, prefix: str, uri: str) -> Element:
+        """Declare the XML namespace *prefix* on this element, for its own tag and its
+        children's: ``<metadata>`` holds other applications' elements, each in its namespace
+        (``metadata.child("app:app").namespace("app", URI).child("app:os", id=...)``)."""
+        known = self.namespaces.get(prefix)
+        if known is not None and known != uri:
+            raise ValueError(f"namespace prefix '{prefix}' is declared already as {known}")
+        self.namespaces[prefix] = uri
+        self._domain._changed()
+        return self
+
+    def _qname(self) -> tuple[str, dict[str, str] | None]:
+        """The lxml tag (``{URI}name`` for ``prefix:name``) and the declaration it needs."""
+        prefix, sep, local = self.tag.partition(":")
+        if not sep:
+            return self.tag, None
+        node: Element | None = self
+        while node is not None and prefix not in node.namespaces:
+            node = node.parent
+        if node is None:
+            raise ValueError(f"<{self.tag}>: no namespace declared for prefix '{prefix}' (Element.namespace)")
+        return f"{{{node.namespaces[prefix]}}}{local}", {prefix: node.namespaces[prefix]}
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -187,7 +212,8 @@ class Domain(Element):
                 records.append((into, key, writes))
             kids = sorted(node.children, key=lambda c: position(node.tag, c.tag))
             for kid in kids:
-                build(kid, etree.SubElement(into, kid.tag))
+                tag, nsmap = kid._qname()
+                build(kid, etree.SubElement(into, tag, nsmap=nsmap))
 
         root = etree.Element(self.tag)
         build(self, root)
