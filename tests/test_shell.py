@@ -92,6 +92,7 @@ def test_a_whole_session_on_a_terminal(terminal, tmp_path):
     t.expect("vscen> ")
     # Ctrl-C drops the line typed so far and the shell goes on
     t.send("scenario desk")
+    t.expect("scenario desk")  # readline has the line: Ctrl-C now interrupts its input
     t.send("\x03")
     t.expect("^C")
     assert "scenario: none yet" in t.expect("vscen> ")
