@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vscen.apply import METADATA_NS, digest  # noqa: F401 -- METADATA_NS: re-exported
-from vscen.apply import stored_digest as _stored_digest
 from vscen.errors import ExistsError, LibvirtError, PluginError, VscenError
 from vscen.model import Step
+from vscen.steps import METADATA_NS, digest  # noqa: F401 -- METADATA_NS: re-exported
+from vscen.steps import stored_digest as _stored_digest
 
 
 @dataclass
@@ -42,7 +42,7 @@ def output_dir(output: Path | None, config: Path | None = None) -> Path:
 
 def make_plan(result, output: Path | None, *, force: bool = False, start: bool = False,
               define: bool = True) -> Plan:
-    from vscen import apply as steps
+    from vscen import steps
 
     ctx = result.ctx
     ctx.force = force or ctx.force
@@ -120,7 +120,7 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
 def _plan_transient(plan: Plan, result, refused: list[str]) -> None:
     """A transient guest is created (and so started) from the XML, never defined; the same
     command again finds it running with the same XML and changes nothing."""
-    from vscen import apply as steps
+    from vscen import steps
 
     conn, name = result.connection, result.ctx.settings.name
     existing = _lookup(conn, name)
