@@ -259,3 +259,48 @@ def test_each_family_is_a_one_line_usage_error(tmp_path, make, message):
     assert_handled(code, out, err, args)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and message in errors[0], err
+
+
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                                     hostile_text),
+                           lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                   st.dictionaries(st.sampled_from(
+                                                       ["kind", "path", "name", "uuid", "previous", "identity",
+                                                        "storage", "record", "owner", "seq", "pool", "x"]),
+                                                       inner, max_size=4)),
+                           max_leaves=12)
+record = st.fixed_dictionaries({"kind": st.sampled_from(["dirs", "file", "domain", "running", "transient",
+                                                         "volume", "pool", "network", "secret", "hugepages",
+                                                         "sysfs", "bogus"])}, optional={
+    "path": st.one_of(hostile_text, st.sampled_from(["/etc/passwd", "/ANY/FILE", "../../x", "/tmp"])),
+    "previous": st.one_of(st.none(), hostile_text), "name": hostile_text, "uuid": hostile_text,
+    "dirs": st.lists(hostile_text, max_size=3), "identity": json_values, "storage": st.booleans()})
+entries = st.lists(st.one_of(st.fixed_dictionaries({"owner": st.sampled_from(["vscen", "storage-volume", "networks",
+                                                                               "hugepages", "host-tuning", "nope"]),
+                                                     "record": record},
+                                                    optional={"seq": st.integers()}),
+                             json_values), max_size=4)
+
+
+@given(document=st.one_of(st.fixed_dictionaries({"name": st.just("fuzzed"), "uri": st.just("test:///default"),
+                                                  "entries": entries}),
+                          json_values.map(lambda v: v),
+                          st.integers(min_value=1, max_value=5000).map(lambda n: "[" * n + "]" * n)),
+       command=st.sampled_from(["status", "destroy"]))
+def test_journals(sandbox, document, command):
+    """Whatever a journal holds, status and destroy answer with a documented error or do only
+    what vscen can prove it made (the journal's own checks; nothing outside the sandbox)."""
+    import json as _json
+
+    guest = sandbox / "out" / "fuzzed"
+    guest.mkdir(mode=0o700, exist_ok=True)
+    for old in guest.iterdir():
+        old.unlink()
+    text = document if isinstance(document, str) else _json.dumps(document)
+    path = guest / "journal.json"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.chmod(path, 0o600)
+    args = [command, "fuzzed", "--output", str(sandbox / "out")] + (["--connect", "test:///default"]
+                                                                    if command == "destroy" else [])
+    assert_handled(*vscen(*args), args)
+    assert files_outside(sandbox) == set()
