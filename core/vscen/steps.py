@@ -295,15 +295,20 @@ def start(conn, name: str) -> Step:
     return Step(f"start domain {name}", do, CORE)
 
 
-def _undo_running(conn, record, _home=None) -> None:
-    what = "vscen running"
-    _check_domain(record, what)
+def _stop_if_ours(conn, record, what: str) -> None:
+    """Stop the running domain of the record's UUID, if vscen's mark says it made it."""
     dom = _lookup(conn, record)
     if dom is not None and dom.isActive():
         if not _ours(dom, record, live=True):
             raise VscenError(f"{what}: the domain of UUID {record['uuid']} on {conn.uri} is not one vscen "
                              "made; not stopped")
         dom.destroy()
+
+
+def _undo_running(conn, record, _home=None) -> None:
+    what = "vscen running"
+    _check_domain(record, what)
+    _stop_if_ours(conn, record, what)
 
 
 def create_transient(conn, xml: str) -> Step:
@@ -347,12 +352,7 @@ def _undo_transient(conn, record, _home=None) -> None:
     what = "vscen transient"
     _check_domain(record, what)
     check_record(record, {"nvram?": (str, type(None))}, what)
-    dom = _lookup(conn, record)
-    if dom is not None and dom.isActive():
-        if not _ours(dom, record, live=True):
-            raise VscenError(f"{what}: the domain of UUID {record['uuid']} on {conn.uri} is not one vscen "
-                             "made; not stopped")
-        dom.destroy()
+    _stop_if_ours(conn, record, what)
     nvram = record.get("nvram")
     if not nvram or not conn.is_local or conn.is_test:
         return  # on a remote host libvirt keeps the file; nothing reaches it through the API
