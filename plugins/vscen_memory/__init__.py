@@ -13,9 +13,13 @@
   can be reserved on a running host, while 1 GiB pages need physically contiguous gigabytes a
   running host rarely has (they are used when enough are free already, never reserved).
 - ``locked-memory``: ``<locked/>`` keeps guest memory out of swap (latency, and for
-  confidential guests no encrypted pages written to disk). libvirt lifts QEMU's memlock
-  limit itself, so no ``<memtune>`` is needed (it needs CAP_SYS_RESOURCE to, which a system
-  libvirtd has but one in an unprivileged container has not).
+  confidential guests no encrypted pages written to disk). libvirt then lifts QEMU's memlock
+  limit altogether (it cannot know QEMU's own overhead in advance), so a guest could lock as
+  much host memory as it likes: libvirt's documentation asks for a ``<memtune><hard_limit>``
+  with it, and this feature sets one, the guest's memory plus QEMU's overhead (1 GiB, the
+  figure libvirt itself adds for a guest with assigned devices), unless one is set already.
+  (Lifting the memlock limit needs CAP_SYS_RESOURCE, which a system libvirtd has but one in
+  an unprivileged container has not.)
 - ``memballoon``: a virtio balloon that gives memory back to the host: ``autodeflate`` returns
   it to the guest before the guest's OOM killer runs, ``freePageReporting`` hands free guest
   pages to the host continuously.
@@ -86,8 +90,14 @@ def apply_hugepages(domain, ctx) -> None:
              f"pages of {size} KiB ({how}){odd}; using normal pages")
 
 
+#: what QEMU itself needs besides the guest's memory, for the hard limit of a locked guest
+QEMU_OVERHEAD_KIB = 1024 * 1024
+
+
 def apply_locked(domain, ctx) -> None:
     domain.ensure("memoryBacking/locked")
+    # locked memory is unbounded otherwise: bound it as libvirt's documentation asks
+    domain.ensure("memtune/hard_limit").set(unit="KiB").text(ctx.settings.memory + QEMU_OVERHEAD_KIB)
 
 
 def apply_memballoon(domain, ctx) -> None:
@@ -116,7 +126,8 @@ FEATURES = (
         name="locked-memory",
         summary="guest memory locked in host RAM (never swapped)",
         category="memory",
-        details="<memoryBacking><locked/>",
+        details="<memoryBacking><locked/> and <memtune><hard_limit> = memory + 1 GiB (QEMU's overhead), "
+                "since libvirt lifts the memlock limit for a locked guest",
         apply=apply_locked,
     ),
     Feature(

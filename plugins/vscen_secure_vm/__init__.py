@@ -17,14 +17,16 @@ SECURE_VM = Scenario(
         "balloon, because the host can neither swap nor reclaim encrypted pages; an emulated "
         "TPM for measured boot inside the guest; destroy-on-events, because an encrypted guest "
         "cannot be reset in place (its register state is encrypted), so a reboot must relaunch "
-        "it. Defaults: machine q35, the only x86 machine type confidential guests are supported "
+        "it. The host CPU passed through, not migratable (a confidential guest cannot migrate, and "
+        "QEMU's default CPU model hides the features the guest's kernel checks for SEV). "
+        "Defaults: machine q35, the only x86 machine type confidential guests are supported "
         "on; 4 GiB of memory and 2 vCPUs, since the locked, unswappable memory of a "
         "confidential guest should be sized for it rather than for the 2 GiB general default. "
         "It cannot share host directories: virtiofs would cross the confidentiality boundary."
     ),
     features=(
-        "launch-security", "uefi", "iommu-platform", "locked-memory", "no-memballoon", "tpm",
-        "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng",
+        "launch-security", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon",
+        "tpm", "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng",
     ),
     defaults={"machine": "q35", "memory": "4GiB", "vcpu": 2},
     conflicts=(

@@ -50,7 +50,7 @@ def test_scenarios_as_the_catalog_says(registry):
     secure, desktop, comp = (registry.scenarios[n] for n in ("secure-vm", "desktop", "computation"))
     assert registry.plugin_of("secure-vm", "scenarios") == "secure-vm"
     assert set(secure.features) == {
-        "launch-security", "uefi", "iommu-platform", "locked-memory", "no-memballoon", "tpm",
+        "launch-security", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon", "tpm",
         "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng"}
     assert [c.name for c in secure.conflicts] == ["host-filesystem"]
     assert dict(secure.defaults) == {"machine": "q35", "memory": "4GiB", "vcpu": 2}
@@ -296,3 +296,13 @@ def test_defines_on_the_test_driver(scenarios, host):
             dom.undefine()
     finally:
         conn.close()
+
+
+def test_secure_vm_passes_the_host_cpu_and_bounds_its_locked_memory():
+    """No QEMU default CPU for a confidential guest, and locked memory with a hard limit, as
+    libvirt's documentation asks (issue 10)."""
+    xml = parsed(render("secure-vm", "amd-sev"))
+    assert xml.find("cpu").attrib == {"mode": "host-passthrough", "check": "none", "migratable": "off"}
+    memory = int(xml.findtext("memory"))
+    assert xml.find("memoryBacking/locked") is not None
+    assert int(xml.findtext("memtune/hard_limit")) == memory + 1024 * 1024
