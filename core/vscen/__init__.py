@@ -54,7 +54,8 @@ _LAZY = {
     "guest_journal": "vscen.guests", "guest_lock": "vscen.guests", "open_connection": "vscen.guests",
     # undo proves what it takes back: record shapes, paths, files, hosts
     "check_record": "vscen.ownership", "safe_path": "vscen.ownership", "file_identity": "vscen.ownership",
-    "same_file": "vscen.ownership", "host_identity": "vscen.ownership", "check_host": "vscen.ownership",
+    "same_file": "vscen.ownership", "replace_file": "vscen.ownership", "BACKUP_MARK": "vscen.ownership",
+    "host_identity": "vscen.ownership", "check_host": "vscen.ownership",
 }
 
 __all__ = [

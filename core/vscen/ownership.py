@@ -87,6 +87,28 @@ def file_identity(path) -> dict | None:
 
 
 IDENTITY = {"dev": int, "ino": int, "size": int, "sha256": str}
+#: the mark of the copy of a file vscen replaced, kept beside it as a hard link
+BACKUP_MARK = ".vscen-previous-"
+
+
+def replace_file(path, text: str, mode: int = 0o644) -> dict:
+    """Write *text* to *path* atomically, keeping a file there before beside it as a hard link
+    (``.NAME.vscen-previous-*``), so that undo puts back the very same file, never text from a
+    journal. Returns the record's part: ``{"identity", "backup", "previous"}`` (the identities
+    of the file written and of the one replaced, None where there was none)."""
+    import uuid
+    from pathlib import Path
+
+    from vscen.files import atomic_write
+
+    path = Path(path)
+    before = file_identity(path)
+    backup = None
+    if before is not None:
+        backup = path.with_name(f".{path.name}{BACKUP_MARK}{uuid.uuid4().hex[:12]}")
+        os.link(path, backup)
+    atomic_write(path, text, mode)
+    return {"identity": file_identity(path), "backup": str(backup) if backup else None, "previous": before}
 
 
 def same_file(path, identity) -> bool | None:

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from vscen.errors import ExistsError, LibvirtError, UsageError, VscenError
-from vscen.files import atomic_write
 from vscen.model import Step
+from vscen.ownership import BACKUP_MARK
 
 #: the owner name of the core's own records in a journal
 CORE = "vscen"
@@ -70,7 +70,7 @@ def _undo_dirs(_conn, record, home) -> None:
             # the journal itself is the last thing in the guest's directory
             for name in (FILENAME, LOGNAME):
                 (p / name).unlink(missing_ok=True)
-            for backup in p.glob(f".*{BACKUP}*"):
+            for backup in p.glob(f".*{BACKUP_MARK}*"):
                 backup.unlink(missing_ok=True)
             p.rmdir()
             lock_path(p).unlink(missing_ok=True)
@@ -82,28 +82,18 @@ def _undo_dirs(_conn, record, home) -> None:
 
 
 #: the mark of the copy of a file vscen replaced, beside it in the guest's directory
-BACKUP = ".vscen-previous-"
 
 
 def write_file(path: Path, text: str) -> Step:
     """Write *path* (in the guest's directory); a file there before is kept beside it (a hard
     link, so the very same file comes back at undo). The record holds the identity (device,
     inode, size, sha256) of both: undo touches the file only while it is still that one."""
-    from vscen.ownership import file_identity
+    from vscen.ownership import replace_file
 
     def do():
-        import uuid
-
-        before = file_identity(path)
-        if before is not None and path.read_text() == text:
+        if path.exists() and path.read_text() == text:
             return None  # another run wrote the same meanwhile
-        backup = None
-        if before is not None:
-            backup = path.with_name(f".{path.name}{BACKUP}{uuid.uuid4().hex[:12]}")
-            os.link(path, backup)
-        atomic_write(path, text)
-        return {"kind": "file", "path": str(path), "identity": file_identity(path),
-                "backup": str(backup) if backup else None, "previous": before}
+        return {"kind": "file", "path": str(path), **replace_file(path, text)}
 
     return Step(f"write {path}", do, CORE)
 
@@ -125,7 +115,7 @@ def _undo_file(_conn, record, home) -> None:
     home = _home(home, what)
     path = safe_path(record["path"], [home], what)
     check_record(record["identity"], IDENTITY, what)
-    backup = safe_path(record["backup"], [home], what, pattern=f".*{BACKUP}*") if record.get("backup") else None
+    backup = safe_path(record["backup"], [home], what, pattern=f".*{BACKUP_MARK}*") if record.get("backup") else None
     same = same_file(path, record["identity"])
     if same is False:
         raise VscenError(f"{what}: {path} changed since vscen wrote it; left in place (remove it yourself "

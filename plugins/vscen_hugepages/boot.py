@@ -5,20 +5,20 @@ reported with the kernel parameters that reserve them), and take the file back."
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 from vscen import (
+    BACKUP_MARK,
     ExistsError,
     HostError,
     Step,
     UsageError,
     VscenError,
-    atomic_write,
     check_host,
     check_record,
     file_identity,
     host_identity,
+    replace_file,
     safe_path,
     same_file,
 )
@@ -26,8 +26,6 @@ from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, size_text
 from vscen_hugepages.pools import backends, default_huge_kib
 
 SYSCTL_CONF = Path("/etc/sysctl.d/90-vscen-hugepages.conf")
-#: the mark of the copy of the file vscen replaced, kept beside it (sysctl reads only *.conf)
-BACKUP = ".vscen-previous-"
 SYSCTL_HEADER = ("# Huge pages for guests made by vscen, reserved at boot. Written by 'vscen run "
                  "--hugepages persistent';\n# 'vscen destroy' takes it back.\n")
 
@@ -62,15 +60,8 @@ def _sysctl_step(connection, n: Need, planned: int) -> Step:
         if (_sysctl_value(old) or 0) >= total:
             return None
         text = _sysctl_text(total)
-        before = file_identity(path)
-        backup = None
-        if before is not None:
-            # the very file comes back at undo (never text from the journal)
-            backup = path.with_name(f".{path.name}{BACKUP}{uuid.uuid4().hex[:12]}")
-            os.link(path, backup)
-        atomic_write(path, text)
-        return {"kind": "hugepages-sysctl", "path": str(path), "identity": file_identity(path),
-                "backup": str(backup) if backup else None, "previous": before, "written": text,
+        # the very file replaced comes back at undo (never text from the journal)
+        return {"kind": "hugepages-sysctl", "path": str(path), **replace_file(path, text), "written": text,
                 "host": host_identity(connection)}
 
     return Step(f"write {path}: vm.nr_hugepages = {planned} (keeps the huge pages across reboots)", do)
@@ -131,7 +122,7 @@ def undo_sysctl(connection, record: dict) -> None:
     check_host(record["host"], connection, what)  # a file: a reboot changes nothing
     backup = record.get("backup")
     if backup:
-        backup = safe_path(backup, [SYSCTL_CONF.parent], what, pattern=f".{SYSCTL_CONF.name}{BACKUP}*")
+        backup = safe_path(backup, [SYSCTL_CONF.parent], what, pattern=f".{SYSCTL_CONF.name}{BACKUP_MARK}*")
     same = same_file(path, record["identity"])
     if same is False:
         return  # rewritten since (another guest's run): leave it to that one
