@@ -25,17 +25,19 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_config(path: Path, required: bool) -> dict[str, Any]:
-    import tomllib
-
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         if required:
             raise UsageError(f"--config: '{path}' does not exist") from None
         return {}
     except OSError as exc:
         raise UsageError(f"config {path}: cannot read it ({exc.strerror})") from None
+    import tomllib  # only for a file that exists: most machines have none, and it costs start-up
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError:

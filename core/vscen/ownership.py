@@ -12,7 +12,6 @@ longer what vscen made is a VscenError (exit 1).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -68,6 +67,8 @@ def safe_path(path, roots, what: str, pattern: str | None = None) -> Path:
 def file_identity(path) -> dict | None:
     """``{"dev", "ino", "size", "sha256"}`` of the regular file at *path* (not following a
     symlink), None where there is none."""
+    import hashlib  # here: it loads OpenSSL, which vscen's start-up has no use for
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:

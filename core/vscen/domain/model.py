@@ -224,6 +224,8 @@ class Domain(Element):
         """Apply ``--set XPATH=VALUE`` items as the user's layer: each value is written into
         the model at the user level (so ``explain`` and ``conflicts`` know it), and into the
         rendered tree, which stays current. Returns (path, value) of every change."""
+        if not sets:
+            return []
         from vscen.domain.customise import parse_set, targets
         from vscen.errors import UsageError
 
