@@ -23,7 +23,8 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt0 libxml2-utils osinfo-db)
 if [ "$daemons" = yes ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-         ovmf swtpm swtpm-tools dnsmasq-base iptables)
+         ovmf swtpm swtpm-tools dnsmasq-base iptables
+         libvirt-clients-qemu genisoimage)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

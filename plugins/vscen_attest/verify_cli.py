@@ -1,0 +1,3 @@
+"""``vscen attest verify``, ``launch`` and ``inject``: measurements and secrets."""
+
+from __future__ import annotations
