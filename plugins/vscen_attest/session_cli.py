@@ -1,3 +1,210 @@
-"""``vscen attest session``: the guest owner's DH certificate and launch session blob."""
+"""``vscen attest session``: the guest owner's DH certificate and launch session blob.
+
+The platform's PDH and certificate chain come from libvirt (``virNodeGetSEVInfo`` on the SEV
+host, through ``--connect``) or from files exported on the host (``--pdh``, ``--cert-chain``:
+libvirt's base64 values saved to files, ``sevctl export`` or ``--full``'s binary file, or
+single certificates). The chain is verified up to AMD's root key for the CPU generation
+(:mod:`vscen_attest.certs`) before the session is made (:mod:`vscen_attest.session`). The
+public parts go into the guest's ``<launchSecurity>`` (``--domain``: a defined guest is
+updated through libvirt; ``--dh-cert``/``--session``: files; neither: printed); TEK and TIK
+only into the owner's private ``--tk`` file.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vscen_attest.cli import app
+
+ConnectOpt = Annotated[Optional[str], typer.Option(
+    "--connect", "-c", help="libvirt URI of the SEV host (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")]
+
+
+def _read_certs(path: Path, option: str):
+    """The certificates in *path*, binary or base64 (as libvirt hands them out)."""
+    import base64
+    import binascii
+
+    from vscen import UsageError
+    from vscen_attest.certs import split
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+    text = b"".join(data.split())
+    try:
+        data = base64.b64decode(text, validate=True) if text else data
+    except (binascii.Error, ValueError):
+        pass  # binary, as sevctl writes it
+    return split(data, f"{option} '{path}'")
+
+
+def _from_libvirt(connect: str | None):
+    """The PDH and PEK/OCA/CEK of the host at *connect* (``virNodeGetSEVInfo``)."""
+    import base64
+
+    import libvirt
+
+    from vscen import HostError, LibvirtError, open_connection
+    from vscen_attest.certs import split
+
+    connection = open_connection(connect)
+    try:
+        try:
+            info = connection.conn.getSEVInfo(0)
+        except libvirt.libvirtError as exc:
+            raise HostError(f"session: {connection.uri} gives no SEV platform certificates "
+                            f"(virNodeGetSEVInfo: {exc.get_error_message()}); on an SEV host export them "
+                            "there and give --pdh and --cert-chain") from None
+        except AttributeError:
+            raise LibvirtError("session: the installed libvirt-python has no getSEVInfo") from None
+    finally:
+        connection.close()
+    certs = []
+    for key in ("pdh", "cert-chain"):
+        if not info.get(key):
+            raise HostError(f"session: {connection.uri}'s SEV information has no '{key}'")
+        certs += split(base64.b64decode(info[key]), f"{connection.uri} {key}")
+    return certs, connection.uri
+
+
+def _domain_launch_security(conn, name: str):
+    """(domain, its inactive XML tree, its <launchSecurity>) for *name*; refuses what cannot take a session."""
+    import libvirt
+    from lxml import etree
+
+    from vscen import LibvirtError, UsageError
+
+    try:
+        dom = conn.lookupByName(name)
+        root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE).encode())
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"domain: '{name}': {exc.get_error_message()}") from None
+    ls = root.find("launchSecurity")
+    if ls is None or ls.get("type") != "sev":
+        kind = "none" if ls is None else f"type '{ls.get('type')}'"
+        raise UsageError(f"domain: '{name}' has launch security {kind}; a session is for an SEV or SEV-ES guest "
+                         "(<launchSecurity type='sev'>, as vscen run secure-vm writes on an SEV host; SEV-SNP "
+                         "and TDX guests attest from inside the guest)")
+    return dom, root, ls
+
+
+def _set_session(conn, root, ls, session, force: bool) -> None:
+    from lxml import etree
+
+    from vscen import ExistsError, LibvirtError
+
+    name = root.findtext("name")
+    for tag, value in (("dhCert", session.dh_cert_b64), ("session", session.session_b64)):
+        el = ls.find(tag)
+        if el is not None and (el.text or "").strip() != value and not force:
+            raise ExistsError(f"domain: '{name}' has a <{tag}> of another session; give --force to replace it")
+        if el is None:
+            el = etree.SubElement(ls, tag)
+        el.text = value
+    # libvirt's schema orders them: cbitpos, reducedPhysBits, policy, handle, dhCert, session
+    order = {t: i for i, t in enumerate(("cbitpos", "reducedPhysBits", "policy", "handle", "dhCert", "session"))}
+    ls[:] = sorted(ls, key=lambda el: order.get(el.tag, len(order)))
+    import libvirt
+
+    try:
+        conn.defineXML(etree.tostring(root, encoding="unicode"))
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"domain: libvirt refused '{name}' with the session: {exc.get_error_message()}") from None
+
+
+@app.command("session")
+def session_cmd(
+    tk: Annotated[Path, typer.Option("--tk", metavar="FILE", help="Where TEK and TIK go (32 bytes, TEK then TIK, mode 600): the guest owner's secret, for `vscen attest verify --tk` and secret injection.")],
+    pdh: Annotated[Optional[Path], typer.Option(metavar="FILE", help="The platform's PDH certificate exported on the host (binary or base64).")] = None,
+    cert_chain: Annotated[Optional[list[Path]], typer.Option("--cert-chain", metavar="FILE", help="The platform's certificates: libvirt's cert-chain (PEK, OCA, CEK), `sevctl export`'s file (PDH to CEK, with --full ASK and ARK) or single certificates; repeatable.")] = None,
+    connect: ConnectOpt = None,
+    domain: Annotated[Optional[str], typer.Option(metavar="NAME", help="Put the DH certificate and session into the <launchSecurity> of this defined guest (on --connect); its policy is the session's.")] = None,
+    policy: Annotated[Optional[str], typer.Option(metavar="POLICY", help="The guest's launch policy, as its <policy> (default: the --domain's, else 0x0003).")] = None,
+    generation: Annotated[Optional[str], typer.Option(metavar="GEN", help="The CPU generation whose AMD keys must sign the chip's key: naples, rome, milan, genoa, turin (default: whichever does).")] = None,
+    dh_cert_out: Annotated[Optional[Path], typer.Option("--dh-cert", metavar="FILE", help="Write the DH certificate (base64, <dhCert>) here.")] = None,
+    session_out: Annotated[Optional[Path], typer.Option("--session", metavar="FILE", help="Write the session blob (base64, <session>) here.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing files and a guest's existing session.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON (the public parts only).")] = False,
+):
+    """Make the guest owner's launch session for an SEV guest.
+
+    The platform's certificate chain is verified up to AMD's root key (ARK -> ASK -> CEK -> PEK
+    <- OCA, PEK -> PDH) before a fresh owner key pair, TEK and TIK are made: the session blob
+    wraps TEK and TIK for that platform only, and binds the launch policy. Run it where the
+    owner keeps secrets, not on the host; only --tk is secret.
+    """
+    from vscen import UsageError, open_connection
+    from vscen_attest import certs, session as sev_session
+
+    if generation is not None and generation not in certs.GENERATIONS:
+        raise UsageError(f"generation: '{generation}' is not one of {', '.join(certs.GENERATIONS)}")
+    found, source = [], None
+    if pdh or cert_chain:
+        for path, option in ([(pdh, "--pdh")] if pdh else []) + [(p, "--cert-chain") for p in cert_chain or ()]:
+            found += _read_certs(path, option)
+        source = "files"
+    else:
+        found, source = _from_libvirt(connect)
+    chain = certs.assemble(found, "certificates" if source == "files" else f"{source}")
+    gen = certs.verify(chain, generation)
+
+    conn = dom_parts = None
+    try:
+        if domain is not None:
+            conn = open_connection(connect)
+            dom_parts = _domain_launch_security(conn.conn, domain)
+            dom_policy = dom_parts[2].findtext("policy")
+            if dom_policy is None:
+                raise UsageError(f"domain: '{domain}' has no <policy> in <launchSecurity>; the session binds one")
+            dom_value = sev_session.parse_policy(dom_policy.strip())
+            value = sev_session.parse_policy(policy) if policy is not None else dom_value
+            if value != dom_value:
+                raise UsageError(f"policy: '{policy}' is not the policy of '{domain}' ({dom_policy.strip()}); "
+                                 "the firmware refuses a session made for another policy")
+        else:
+            value = sev_session.parse_policy(policy if policy is not None else "0x0003")
+        sess = sev_session.create(chain.pdh, value)
+        made = []
+        try:
+            sev_session.write_private(tk, sess.tk, force)
+            made.append(Path(tk))
+            for path, text, what in ((dh_cert_out, sess.dh_cert_b64, "dh-cert"),
+                                     (session_out, sess.session_b64, "session")):
+                if path is not None:
+                    existed = Path(path).exists()
+                    sev_session.write_public(path, text, what, force)
+                    if not existed:
+                        made.append(Path(path))
+            if dom_parts is not None:
+                _set_session(conn.conn, dom_parts[1], dom_parts[2], sess, force)
+        except BaseException:
+            for path in made:  # a failed run leaves nothing behind, above all no orphaned keys
+                path.unlink(missing_ok=True)
+            raise
+    finally:
+        if conn is not None:
+            conn.close()
+
+    platform = f"{gen.capitalize()} chip (API {chain.pdh.api[0]}.{chain.pdh.api[1]})"
+    if json_:
+        typer.echo(json.dumps({"generation": gen, "api": list(chain.pdh.api), "policy": f"{value:#06x}",
+                               "dh_cert": sess.dh_cert_b64, "session": sess.session_b64, "tk": str(tk),
+                               "domain": domain}, indent=2))
+        return
+    typer.echo(f"verified: PDH <- PEK <- OCA, CEK <- ASK <- ARK of AMD's {gen.capitalize()} keys; {platform}", err=True)
+    typer.echo(f"policy {value:#06x} ({sev_session.describe_policy(value)})", err=True)
+    typer.echo(f"TEK and TIK: {tk} (mode 600; keep it private: it checks the launch measurement "
+               "and encrypts injected secrets)", err=True)
+    for path, what in ((dh_cert_out, "DH certificate"), (session_out, "session blob")):
+        if path is not None:
+            typer.echo(f"{what}: {path}", err=True)
+    if domain is not None:
+        typer.echo(f"{domain}: <dhCert> and <session> set in <launchSecurity>; used at its next start", err=True)
+    if domain is None and dh_cert_out is None and session_out is None:
+        typer.echo(sev_session.launch_security_xml(sess))
