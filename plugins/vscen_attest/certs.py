@@ -310,6 +310,7 @@ def verify(chain: Chain, generation: str | None = None, trust: dict | None = Non
             raise CertError(f"certificate chain: {problem}")
     if ALGOS[chain.pdh.algo][0] != "ecdh":
         raise CertError(f"certificate chain: the PDH's key algorithm {chain.pdh.algo:#x} is not ECDH")
+    chain.pdh.public_key()  # a P-384 point, or a CertError saying it is not
     return matched
 
 

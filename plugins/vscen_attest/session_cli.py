@@ -20,8 +20,8 @@ import typer
 
 from vscen_attest.cli import app
 
-ConnectOpt = Annotated[Optional[str], typer.Option(
-    "--connect", "-c", help="libvirt URI of the SEV host (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")]
+ConnectOpt = Annotated[Optional[str], typer.Option("--connect", "-c", help=(
+    "libvirt URI of the SEV host (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system)."))]
 
 
 def _read_certs(path: Path, option: str):
@@ -118,20 +118,38 @@ def _set_session(conn, root, ls, session, force: bool) -> None:
         raise LibvirtError(f"domain: libvirt refused '{name}' with the session: {exc.get_error_message()}") from None
 
 
+TkOpt = Annotated[Path, typer.Option("--tk", metavar="FILE", help=(
+    "Where TEK and TIK go (32 bytes, TEK then TIK, mode 600): the guest owner's secret, for "
+    "`vscen attest verify --tk` and secret injection."))]
+PdhOpt = Annotated[Optional[Path], typer.Option("--pdh", metavar="FILE", help=(
+    "The platform's PDH certificate exported on the host (binary or base64)."))]
+ChainOpt = Annotated[Optional[list[Path]], typer.Option("--cert-chain", metavar="FILE", help=(
+    "The platform's certificates: libvirt's cert-chain (PEK, OCA, CEK), `sevctl export`'s file (PDH to "
+    "CEK, with --full ASK and ARK) or single certificates; repeatable."))]
+DomainOpt = Annotated[Optional[str], typer.Option("--domain", metavar="NAME", help=(
+    "Put the DH certificate and session into the <launchSecurity> of this defined guest (on --connect); "
+    "its policy is the session's."))]
+PolicyOpt = Annotated[Optional[str], typer.Option("--policy", metavar="POLICY", help=(
+    "The guest's launch policy, as its <policy> (default: the --domain's, else 0x0003)."))]
+GenerationOpt = Annotated[Optional[str], typer.Option("--generation", metavar="GEN", help=(
+    "The CPU generation whose AMD keys must sign the chip's key: naples, rome, milan, genoa, turin "
+    "(default: whichever does)."))]
+ArkAskOpt = Annotated[Optional[Path], typer.Option("--ark-ask", metavar="FILE", help=(
+    "Trust this ASK and ARK (AMD's ask_ark_<generation>.cert, ASK then ARK) instead of the ones vscen "
+    "ships, for a generation it does not know."))]
+DhCertOpt = Annotated[Optional[Path], typer.Option("--dh-cert", metavar="FILE", help=(
+    "Write the DH certificate (base64, <dhCert>) here."))]
+SessionOpt = Annotated[Optional[Path], typer.Option("--session", metavar="FILE", help=(
+    "Write the session blob (base64, <session>) here."))]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing files and a guest's existing session.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the public parts only).")]
+
+
 @app.command("session")
-def session_cmd(
-    tk: Annotated[Path, typer.Option("--tk", metavar="FILE", help="Where TEK and TIK go (32 bytes, TEK then TIK, mode 600): the guest owner's secret, for `vscen attest verify --tk` and secret injection.")],
-    pdh: Annotated[Optional[Path], typer.Option(metavar="FILE", help="The platform's PDH certificate exported on the host (binary or base64).")] = None,
-    cert_chain: Annotated[Optional[list[Path]], typer.Option("--cert-chain", metavar="FILE", help="The platform's certificates: libvirt's cert-chain (PEK, OCA, CEK), `sevctl export`'s file (PDH to CEK, with --full ASK and ARK) or single certificates; repeatable.")] = None,
-    connect: ConnectOpt = None,
-    domain: Annotated[Optional[str], typer.Option(metavar="NAME", help="Put the DH certificate and session into the <launchSecurity> of this defined guest (on --connect); its policy is the session's.")] = None,
-    policy: Annotated[Optional[str], typer.Option(metavar="POLICY", help="The guest's launch policy, as its <policy> (default: the --domain's, else 0x0003).")] = None,
-    generation: Annotated[Optional[str], typer.Option(metavar="GEN", help="The CPU generation whose AMD keys must sign the chip's key: naples, rome, milan, genoa, turin (default: whichever does).")] = None,
-    dh_cert_out: Annotated[Optional[Path], typer.Option("--dh-cert", metavar="FILE", help="Write the DH certificate (base64, <dhCert>) here.")] = None,
-    session_out: Annotated[Optional[Path], typer.Option("--session", metavar="FILE", help="Write the session blob (base64, <session>) here.")] = None,
-    force: Annotated[bool, typer.Option(help="Replace existing files and a guest's existing session.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON (the public parts only).")] = False,
-):
+def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, connect: ConnectOpt = None,
+                domain: DomainOpt = None, policy: PolicyOpt = None, generation: GenerationOpt = None,
+                ark_ask: ArkAskOpt = None, dh_cert_out: DhCertOpt = None, session_out: SessionOpt = None,
+                force: ForceOpt = False, json_: JsonOpt = False):
     """Make the guest owner's launch session for an SEV guest.
 
     The platform's certificate chain is verified up to AMD's root key (ARK -> ASK -> CEK -> PEK
@@ -140,7 +158,8 @@ def session_cmd(
     owner keeps secrets, not on the host; only --tk is secret.
     """
     from vscen import UsageError, open_connection
-    from vscen_attest import certs, session as sev_session
+    from vscen_attest import certs
+    from vscen_attest import session as sev_session
 
     if generation is not None and generation not in certs.GENERATIONS:
         raise UsageError(f"generation: '{generation}' is not one of {', '.join(certs.GENERATIONS)}")
@@ -152,7 +171,13 @@ def session_cmd(
     else:
         found, source = _from_libvirt(connect)
     chain = certs.assemble(found, "certificates" if source == "files" else f"{source}")
-    gen = certs.verify(chain, generation)
+    trust = None
+    if ark_ask is not None:
+        roots = {c.name: c for c in _read_certs(ark_ask, "--ark-ask")}
+        if set(roots) != {"ASK", "ARK"}:
+            raise UsageError(f"ark-ask: '{ark_ask}' holds {', '.join(roots) or 'nothing'}, not one ASK and one ARK")
+        trust = {generation or "given": (roots["ARK"], roots["ASK"])}
+    gen = certs.verify(chain, generation if trust is None else None, trust)
 
     conn = dom_parts = None
     try:
@@ -191,13 +216,14 @@ def session_cmd(
         if conn is not None:
             conn.close()
 
-    platform = f"{gen.capitalize()} chip (API {chain.pdh.api[0]}.{chain.pdh.api[1]})"
+    keys = f"the ARK and ASK of {ark_ask}" if ark_ask else f"AMD's {gen.capitalize()} keys"
+    platform = f"firmware API {chain.pdh.api[0]}.{chain.pdh.api[1]}"
     if json_:
         typer.echo(json.dumps({"generation": gen, "api": list(chain.pdh.api), "policy": f"{value:#06x}",
                                "dh_cert": sess.dh_cert_b64, "session": sess.session_b64, "tk": str(tk),
                                "domain": domain}, indent=2))
         return
-    typer.echo(f"verified: PDH <- PEK <- OCA, CEK <- ASK <- ARK of AMD's {gen.capitalize()} keys; {platform}", err=True)
+    typer.echo(f"verified: PDH <- PEK <- OCA, CEK <- ASK <- ARK of {keys}; {platform}", err=True)
     typer.echo(f"policy {value:#06x} ({sev_session.describe_policy(value)})", err=True)
     typer.echo(f"TEK and TIK: {tk} (mode 600; keep it private: it checks the launch measurement "
                "and encrypts injected secrets)", err=True)
