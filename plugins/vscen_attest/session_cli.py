@@ -94,13 +94,28 @@ def _domain_launch_security(conn, name: str):
     return dom, root, ls
 
 
-def _set_session(conn, root, ls, session, force: bool) -> None:
+def _check_policy(ls, name: str, policy: str | None) -> int:
+    """The guest's policy; a UsageError when *policy* (the session's) is another."""
+    from vscen import UsageError
+    from vscen_attest.session import parse_policy
+
+    text = ls.findtext("policy")
+    if text is None:
+        raise UsageError(f"domain: '{name}' has no <policy> in <launchSecurity>; the session binds one")
+    value = parse_policy(text.strip())
+    if policy is not None and parse_policy(policy) != value:
+        raise UsageError(f"policy: '{policy}' is not the policy of '{name}' ({text.strip()}); "
+                         "the firmware refuses a session made for another policy")
+    return value
+
+
+def _set_session(conn, root, ls, dh_cert_b64: str, session_b64: str, force: bool) -> None:
     from lxml import etree
 
     from vscen import ExistsError, LibvirtError
 
     name = root.findtext("name")
-    for tag, value in (("dhCert", session.dh_cert_b64), ("session", session.session_b64)):
+    for tag, value in (("dhCert", dh_cert_b64), ("session", session_b64)):
         el = ls.find(tag)
         if el is not None and (el.text or "").strip() != value and not force:
             raise ExistsError(f"domain: '{name}' has a <{tag}> of another session; give --force to replace it")
@@ -184,14 +199,7 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
         if domain is not None:
             conn = open_connection(connect)
             dom_parts = _domain_launch_security(conn.conn, domain)
-            dom_policy = dom_parts[2].findtext("policy")
-            if dom_policy is None:
-                raise UsageError(f"domain: '{domain}' has no <policy> in <launchSecurity>; the session binds one")
-            dom_value = sev_session.parse_policy(dom_policy.strip())
-            value = sev_session.parse_policy(policy) if policy is not None else dom_value
-            if value != dom_value:
-                raise UsageError(f"policy: '{policy}' is not the policy of '{domain}' ({dom_policy.strip()}); "
-                                 "the firmware refuses a session made for another policy")
+            value = _check_policy(dom_parts[2], domain, policy)
         else:
             value = sev_session.parse_policy(policy if policy is not None else "0x0003")
         sess = sev_session.create(chain.pdh, value)
@@ -207,7 +215,7 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
                     if not existed:
                         made.append(Path(path))
             if dom_parts is not None:
-                _set_session(conn.conn, dom_parts[1], dom_parts[2], sess, force)
+                _set_session(conn.conn, dom_parts[1], dom_parts[2], sess.dh_cert_b64, sess.session_b64, force)
         except BaseException:
             for path in made:  # a failed run leaves nothing behind, above all no orphaned keys
                 path.unlink(missing_ok=True)
@@ -234,3 +242,60 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
         typer.echo(f"{domain}: <dhCert> and <session> set in <launchSecurity>; used at its next start", err=True)
     if domain is None and dh_cert_out is None and session_out is None:
         typer.echo(sev_session.launch_security_xml(sess))
+
+
+def _read_b64(path: Path, option: str, size: int | None = None) -> bytes:
+    import base64
+    import binascii
+
+    from vscen import UsageError
+
+    try:
+        data = base64.b64decode(b"".join(Path(path).read_bytes().split()), validate=True)
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+    except (binascii.Error, ValueError):
+        raise UsageError(f"{option}: '{path}' is not base64 (as `vscen attest session --{option}` writes it)") from None
+    if size is not None and len(data) != size:
+        raise UsageError(f"{option}: '{path}' holds {len(data)} bytes, a launch session blob has {size}")
+    return data
+
+
+SetDhCertOpt = Annotated[Path, typer.Option("--dh-cert", metavar="FILE", help=(
+    "The guest owner's DH certificate (base64), from `vscen attest session --dh-cert`."))]
+SetSessionOpt = Annotated[Path, typer.Option("--session", metavar="FILE", help=(
+    "The guest owner's session blob (base64), from `vscen attest session --session`."))]
+SetPolicyOpt = Annotated[str, typer.Option("--policy", metavar="POLICY", help=(
+    "The policy the owner made the session for (`vscen attest session` prints it): it must be the guest's."))]
+
+
+@app.command("set-session")
+def set_session_cmd(name: Annotated[str, typer.Argument(help="The defined guest.")],
+                    dh_cert: SetDhCertOpt, session: SetSessionOpt, policy: SetPolicyOpt,
+                    connect: ConnectOpt = None, force: ForceOpt = False):
+    """Put a guest owner's DH certificate and session into guest NAME's <launchSecurity>.
+
+    For the host's administrator when the owner made the session elsewhere from exported
+    certificates: the files are public (TEK and TIK never leave the owner). The guest must be
+    an SEV or SEV-ES guest with the policy the owner named; it is used at the guest's next start.
+    """
+    import base64
+
+    from vscen import UsageError, open_connection
+    from vscen_attest.certs import parse_sev_cert
+    from vscen_attest.session import SESSION_SIZE
+
+    dh = _read_b64(dh_cert, "dh-cert")
+    cert = parse_sev_cert(dh, f"dh-cert '{dh_cert}'")
+    if cert.name != "PDH" or len(dh) != len(cert.raw):
+        raise UsageError(f"dh-cert: '{dh_cert}' is a {cert.name} certificate of {len(dh)} bytes, not a guest owner's DH certificate")
+    cert.public_key()
+    blob = _read_b64(session, "session", SESSION_SIZE)
+    conn = open_connection(connect)
+    try:
+        _, root, ls = _domain_launch_security(conn.conn, name)
+        _check_policy(ls, name, policy)
+        _set_session(conn.conn, root, ls, base64.b64encode(dh).decode(), base64.b64encode(blob).decode(), force)
+    finally:
+        conn.close()
+    typer.echo(f"{name}: <dhCert> and <session> set in <launchSecurity> (policy {policy}); used at its next start")

@@ -362,3 +362,29 @@ def test_session_refuses_a_guest_without_sev(platform, tmp_path, test_conn, laun
     assert code(res) == 2 and str(res.exception).startswith(
         f"domain: 'attest-session-plain' has launch security {kind}; a session is for an SEV or SEV-ES guest")
     assert not (tmp_path / "t.tk").exists()
+
+
+def test_set_session_puts_an_owners_files_into_a_guest(platform, tmp_path, test_conn):
+    from lxml import etree
+
+    dom = define(test_conn, "attest-set-session", SEV_ES)
+    f = write_model(platform, tmp_path)  # the owner, elsewhere, from the exported certificates
+    res = cli("--pdh", f["pdh"], "--cert-chain", f["chain"], "--ark-ask", f["roots"], "--tk", tmp_path / "o.tk",
+              "--policy", "0x0007", "--dh-cert", tmp_path / "godh.b64", "--session", tmp_path / "session.b64")
+    assert res.exit_code == 0, res.output
+    from vscen.cli import app
+
+    def set_session(*args):
+        return CliRunner().invoke(app, ["attest", "set-session", "attest-set-session", "--connect", TEST_URI,
+                                        "--dh-cert", str(tmp_path / "godh.b64"), *map(str, args)])
+
+    res = set_session("--session", tmp_path / "session.b64", "--policy", "0x0003")
+    assert code(res) == 2 and "policy: '0x0003' is not the policy of 'attest-set-session' (0x0007)" in str(res.exception)
+    (tmp_path / "short.b64").write_text(base64.b64encode(bytes(100)).decode())
+    res = set_session("--session", tmp_path / "short.b64", "--policy", "0x0007")
+    assert code(res) == 2 and str(res.exception).endswith("holds 100 bytes, a launch session blob has 128")
+    res = set_session("--session", tmp_path / "session.b64", "--policy", "0x0007")
+    assert res.exit_code == 0, res.output
+    ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
+    platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
+    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "o.tk").read_bytes()
