@@ -37,11 +37,13 @@ def _read_certs(path: Path, option: str):
     except OSError as exc:
         raise UsageError(f"{option}: cannot read '{path}': {exc.strerror}") from None
     text = b"".join(data.split())
+    where = f"{option} '{path}'"
     try:
         data = base64.b64decode(text, validate=True) if text else data
+        where += " (read as base64)"
     except (binascii.Error, ValueError):
         pass  # binary, as sevctl writes it
-    return split(data, f"{option} '{path}'")
+    return split(data, where)
 
 
 def _from_libvirt(connect: str | None):
