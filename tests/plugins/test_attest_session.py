@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sev_platform import FirmwareError, Platform
 from typer.testing import CliRunner
 
@@ -388,3 +390,35 @@ def test_set_session_puts_an_owners_files_into_a_guest(platform, tmp_path, test_
     ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
     platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
     assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "o.tk").read_bytes()
+
+
+# -- what comes from the host is input: nothing in it may crash the verifier -----------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_any_bytes_are_certificates_or_a_clear_refusal(data):
+    try:
+        found = certs.split(data, "f")
+    except certs.CertError:
+        return
+    assert sum(len(c.raw) for c in found) == len(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(("pdh", "pek", "oca", "cek")), st.integers(0, certs.SEV_CERT_SIZE - 1), st.integers(1, 255))
+def test_any_changed_byte_of_a_real_chain_is_refused(which, offset, xor):
+    parts = dict(zip(("pdh", "pek", "oca", "cek"), real_certs("rome"), strict=True))
+    raw = bytearray(parts[which])
+    raw[offset] ^= xor
+    parts[which] = bytes(raw)
+    try:
+        chain = certs.assemble(certs.split(b"".join(parts.values()), "f"), "f")
+        certs.verify(chain, "rome")
+    except certs.CertError:
+        return
+    # only bytes no signature covers may change: the 368 reserved bytes after an ECDSA signature's r and s,
+    # and the empty second slot of a certificate with one signature
+    unsigned = {"pdh": [(1196, 2084)], "oca": [(1196, 2084)], "pek": [(1196, 1564), (1716, 2084)],
+                "cek": [(1564, 2084)]}[which]
+    assert any(lo <= offset < hi for lo, hi in unsigned), (which, offset)
