@@ -123,33 +123,51 @@ def create(pdh, policy: int) -> Session:
     return Session(policy, dh_cert, blob, tek, tik)
 
 
+class PrivateFile:
+    """*data* staged for *path* (mode 600 from the start, written whole beside it), put in
+    place by :meth:`commit` only once everything else succeeded, or dropped by :meth:`discard`:
+    a failed run neither leaves a key file nor loses the one it was to replace."""
+
+    def __init__(self, path: Path, data: bytes, force: bool = False):
+        import tempfile
+
+        self.path, self.force = Path(path), force
+        if not self.path.parent.is_dir():
+            raise UsageError(f"tk: '{self.path}': the directory {self.path.parent} does not exist")
+        self._check()
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            self.discard()
+            raise
+
+    def _check(self) -> None:
+        if (self.path.exists() or self.path.is_symlink()) and not self.force:
+            raise ExistsError(f"tk: '{self.path}' exists (the TEK/TIK of another session?); give --force to replace it")
+
+    def commit(self) -> None:
+        try:
+            if self.force:
+                os.replace(self.tmp, self.path)
+            else:
+                os.link(self.tmp, self.path)  # fails if the name appeared meanwhile: nothing overwritten
+                os.unlink(self.tmp)
+        except FileExistsError:
+            self.discard()
+            raise ExistsError(f"tk: '{self.path}' appeared meanwhile; give --force to replace it") from None
+
+    def discard(self) -> None:
+        Path(self.tmp).unlink(missing_ok=True)
+
+
 def write_private(path: Path, data: bytes, force: bool = False) -> None:
     """*data* into *path*, mode 600 from the start, whole or not at all; an existing file
     is replaced only with *force*."""
-    import tempfile
-
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"tk: '{path}': the directory {path.parent} does not exist")
-    if (path.exists() or path.is_symlink()) and not force:
-        raise ExistsError(f"tk: '{path}' exists (the TEK/TIK of another session?); give --force to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp: mode 600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if the name appeared meanwhile: nothing overwritten
-            except FileExistsError:
-                raise ExistsError(f"tk: '{path}' exists; give --force to replace it") from None
-            os.unlink(tmp)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    PrivateFile(path, data, force).commit()
 
 
 def write_public(path: Path, text: str, what: str, force: bool = False) -> None:

@@ -174,7 +174,7 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
     wraps TEK and TIK for that platform only, and binds the launch policy. Run it where the
     owner keeps secrets, not on the host; only --tk is secret.
     """
-    from vscen import UsageError, open_connection
+    from vscen import ExistsError, UsageError, open_connection
     from vscen_attest import certs
     from vscen_attest import session as sev_session
 
@@ -205,23 +205,24 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
         else:
             value = sev_session.parse_policy(policy if policy is not None else "0x0003")
         sess = sev_session.create(chain.pdh, value)
-        made = []
+        for path, what in ((dh_cert_out, "dh-cert"), (session_out, "session")):
+            if path is not None and Path(path).exists() and not force:
+                raise ExistsError(f"{what}: '{path}' exists; give --force to replace it")
+            if path is not None and not Path(path).parent.is_dir():
+                raise UsageError(f"{what}: '{path}': the directory {Path(path).parent} does not exist")
+        # the key file is staged first and put in place last: a failure in between keeps the old one
+        staged = sev_session.PrivateFile(tk, sess.tk, force)
         try:
-            sev_session.write_private(tk, sess.tk, force)
-            made.append(Path(tk))
-            for path, text, what in ((dh_cert_out, sess.dh_cert_b64, "dh-cert"),
-                                     (session_out, sess.session_b64, "session")):
-                if path is not None:
-                    existed = Path(path).exists()
-                    sev_session.write_public(path, text, what, force)
-                    if not existed:
-                        made.append(Path(path))
             if dom_parts is not None:
                 _set_session(conn.conn, dom_parts[1], dom_parts[2], sess.dh_cert_b64, sess.session_b64, force)
+            staged.commit()
         except BaseException:
-            for path in made:  # a failed run leaves nothing behind, above all no orphaned keys
-                path.unlink(missing_ok=True)
+            staged.discard()
             raise
+        for path, text, what in ((dh_cert_out, sess.dh_cert_b64, "dh-cert"),
+                                 (session_out, sess.session_b64, "session")):
+            if path is not None:
+                sev_session.write_public(path, text, what, force)
     finally:
         if conn is not None:
             conn.close()

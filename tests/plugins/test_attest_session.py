@@ -422,3 +422,21 @@ def test_any_changed_byte_of_a_real_chain_is_refused(which, offset, xor):
     unsigned = {"pdh": [(1196, 2084)], "oca": [(1196, 2084)], "pek": [(1196, 1564), (1716, 2084)],
                 "cek": [(1564, 2084)]}[which]
     assert any(lo <= offset < hi for lo, hi in unsigned), (which, offset)
+
+
+def test_a_staged_key_file_replaces_the_old_one_only_when_committed(tmp_path):
+    tk = tmp_path / "guest.tk"
+    tk.write_bytes(b"old keys")
+    staged = session.PrivateFile(tk, b"n" * 32, force=True)
+    staged.discard()  # the guest kept its old session: so does the owner
+    assert tk.read_bytes() == b"old keys" and [p.name for p in tmp_path.iterdir()] == ["guest.tk"]
+    session.PrivateFile(tk, b"n" * 32, force=True).commit()
+    assert tk.read_bytes() == b"n" * 32 and stat.S_IMODE(tk.stat().st_mode) == 0o600
+    with pytest.raises(ExistsError, match="give --force to replace it"):
+        session.PrivateFile(tk, b"x" * 32)
+    staged = session.PrivateFile(tmp_path / "race.tk", b"x" * 32)
+    (tmp_path / "race.tk").write_bytes(b"someone else's")
+    with pytest.raises(ExistsError, match="appeared meanwhile"):
+        staged.commit()
+    assert (tmp_path / "race.tk").read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.tk", "race.tk"]
