@@ -164,12 +164,6 @@ class PrivateFile:
         Path(self.tmp).unlink(missing_ok=True)
 
 
-def write_private(path: Path, data: bytes, force: bool = False) -> None:
-    """*data* into *path*, mode 600 from the start, whole or not at all; an existing file
-    is replaced only with *force*."""
-    PrivateFile(path, data, force).commit()
-
-
 def write_public(path: Path, text: str, what: str, force: bool = False) -> None:
     from vscen import atomic_write
 
