@@ -440,3 +440,31 @@ def test_a_staged_key_file_replaces_the_old_one_only_when_committed(tmp_path):
         staged.commit()
     assert (tmp_path / "race.tk").read_bytes() == b"someone else's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["guest.tk", "race.tk"]
+
+
+def test_the_session_in_vscens_secure_vm_is_valid_for_libvirt(platform, tmp_path, test_conn):
+    """vscen run secure-vm's guest for the recorded AMD SEV host (its golden XML) takes the
+    session, and the result passes libvirt's schema and a validating define."""
+    import libvirt
+    from lxml import etree
+
+    from vscen.testing import validate
+
+    root = etree.fromstring((DATA / "golden" / "secure-vm@amd-sev.xml").read_bytes())
+    root.find("name").text = "attest-golden"
+    dom = test_conn.defineXML(etree.tostring(root, encoding="unicode"))
+    test_conn.made.append(dom)
+    f = write_model(platform, tmp_path)
+    res = cli("--pdh", f["pdh"], "--cert-chain", f["chain"], "--ark-ask", f["roots"], "--connect", TEST_URI,
+              "--domain", "attest-golden", "--tk", tmp_path / "g.tk")
+    assert res.exit_code == 0, res.output
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    ls = etree.fromstring(xml.encode()).find("launchSecurity")
+    assert ls.findtext("policy") == root.findtext("launchSecurity/policy")
+    check = etree.fromstring(xml.encode())  # defined again beside it: another name, no UUID
+    check.find("name").text = "attest-golden-check"
+    check.remove(check.find("uuid"))
+    validate(etree.tostring(check, encoding="unicode"))
+    platform.launch_start(int(ls.findtext("policy"), 16), base64.b64decode(ls.findtext("dhCert")),
+                          base64.b64decode(ls.findtext("session")))
+    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "g.tk").read_bytes()
