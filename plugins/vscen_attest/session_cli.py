@@ -86,6 +86,8 @@ def _domain_launch_security(conn, name: str):
         dom = conn.lookupByName(name)
         root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE).encode())
     except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise UsageError(f"domain: no guest '{name}' is defined on {conn.getURI()}") from None
         raise LibvirtError(f"domain: '{name}': {exc.get_error_message()}") from None
     ls = root.find("launchSecurity")
     if ls is None or ls.get("type") != "sev":

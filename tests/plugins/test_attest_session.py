@@ -468,3 +468,18 @@ def test_the_session_in_vscens_secure_vm_is_valid_for_libvirt(platform, tmp_path
     platform.launch_start(int(ls.findtext("policy"), 16), base64.b64decode(ls.findtext("dhCert")),
                           base64.b64decode(ls.findtext("session")))
     assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "g.tk").read_bytes()
+
+
+def test_set_session_names_a_missing_guest(tmp_path):
+    from vscen.cli import app
+
+    (tmp_path / "s.b64").write_text(base64.b64encode(bytes(128)).decode())
+    dh = certs.encode_sev_cert(certs.USAGE["PDH"], certs.ALGO[("ecdh", "sha256")],
+                               certs.parse_sev_cert(real_certs("rome")[0]).public_key())
+    (tmp_path / "dh.b64").write_text(base64.b64encode(dh).decode())
+    res = CliRunner().invoke(app, ["attest", "set-session", "attest-nothere", "-c", TEST_URI, "--dh-cert",
+                                   str(tmp_path / "dh.b64"), "--session", str(tmp_path / "s.b64"), "--policy", "3"])
+    assert code(res) == 2 and str(res.exception) == "domain: no guest 'attest-nothere' is defined on test:///default"
+    res = CliRunner().invoke(app, ["attest", "set-session", "attest-nothere", "-c", TEST_URI, "--dh-cert",
+                                   str(tmp_path / "s.b64"), "--session", str(tmp_path / "s.b64"), "--policy", "3"])
+    assert code(res) == 2 and str(res.exception).endswith("128 bytes, an SEV certificate has 2084")
