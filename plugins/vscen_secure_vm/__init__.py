@@ -25,7 +25,7 @@ SECURE_VM = Scenario(
         "It cannot share host directories: virtiofs would cross the confidentiality boundary."
     ),
     features=(
-        "launch-security", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon",
+        "launch-security", "confidential-host", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon",
         "tpm", "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng",
     ),
     defaults={"machine": "q35", "memory": "4GiB", "vcpu": 2},
