@@ -26,7 +26,7 @@ import struct
 from dataclasses import dataclass
 from uuid import UUID
 
-from vscen import UsageError
+from vscen import UsageError, VscenError
 
 SECRET_TABLE_GUID = UUID("1e74f542-71dd-4d66-963e-ef4287ff173b")
 #: names for the GUIDs the guest's consumers look for
@@ -92,7 +92,11 @@ def header_mac(tik: bytes, flags: int, iv: bytes, guest_length: int, ciphertext:
 def pack(tik: bytes, tek: bytes, measurement: bytes, secrets: list[tuple[UUID, bytes]],
          iv: bytes | None = None) -> Packet:
     """The packet injecting *secrets* into the guest whose launch measurement is *measurement*."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    try:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    except ImportError:
+        raise VscenError("attest: a secret is encrypted with the 'cryptography' package, which is not "
+                         "installed: pip install 'vscen[attest]'") from None
 
     table = secret_table(secrets)
     iv = os.urandom(16) if iv is None else iv
