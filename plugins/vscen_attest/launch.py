@@ -259,7 +259,16 @@ def inject_domain(dom, uri: str, given: Given, keys: measure.Keys, secrets, resu
         raise UsageError(f"attest: '{name}' is not paused before its first run: start it with "
                          f"'vscen attest launch {name} --no-resume' first (a secret is injected before the guest runs)")
     report = report_of(dom, uri)
-    verify_domain(dom, report, given, keys, local, host_cpu, note)
+    expected = expectation(given, dom.XMLDesc(0), local, host_cpu if report.sev_es else None, note)
+    measure.verify(keys, report, expected)
+    area = measure.secret_area(expected.firmware)
+    table = secret.secret_table(secrets)
+    if area is None or area[1] < len(table):
+        raise UsageError("--firmware: the guest's firmware has no launch secret area"
+                         + (f" big enough ({area[1]} bytes for {len(table)})" if area else
+                            f" (its table entry {measure.SEV_SECRET_GUID} is missing or empty)")
+                         + ": QEMU would not know where to put the secret; use an OVMF built from OvmfPkg/AmdSev "
+                         "(it is left paused)")
     packet = secret.pack(keys.tik, keys.tek, report.measurement, secrets)
     try:
         dom.setLaunchSecurityState(packet.params(), 0)

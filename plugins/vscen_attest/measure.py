@@ -39,6 +39,7 @@ POLICY_ES = 1 << 2
 # OVMF's table of GUIDed entries, just below the reset vector at the end of the image
 OVMF_FOOTER_GUID = UUID("96b582de-1fb2-45f7-baea-a366c55a082d")
 SEV_INFO_BLOCK_GUID = UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
+SEV_SECRET_GUID = UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294")  # where QEMU injects a launch secret
 
 # QEMU's SEV hashes table (target/i386/sev.c)
 HASHES_TABLE_GUID = UUID("9438d606-4f22-4cc9-b479-a793d411fd21")
@@ -129,6 +130,17 @@ def ap_reset_address(firmware: bytes) -> int:
         raise UsageError("--firmware: the image has no SEV info block (OVMF's table entry "
                          f"{SEV_INFO_BLOCK_GUID}), which an SEV-ES guest needs: use an OVMF built with SEV support")
     return int.from_bytes(data[:4], "little")
+
+
+def secret_area(firmware: bytes) -> tuple[int, int] | None:
+    """(base, size) of the firmware's SEV launch secret area, as QEMU finds it; None when the
+    image reserves none (OVMF's generic builds carry the entry empty: only OvmfPkg/AmdSev
+    builds reserve the page)."""
+    data = ovmf_table(firmware).get(SEV_SECRET_GUID)
+    if data is None or len(data) < 8:
+        return None
+    base, size = struct.unpack_from("<II", data)
+    return (base, size) if base and size else None
 
 
 def hashes_table(kernel: bytes, initrd: bytes | None, cmdline: str | None) -> bytes:

@@ -252,6 +252,30 @@ def test_inject_refuses_a_tampered_guest_and_a_running_one(conn, keys):
                              [(secret.ALIASES["luks-key"], b"k")])
 
 
+def test_inject_needs_a_secret_area_in_the_firmware(conn, keys, tmp_path):
+    """OVMF's generic builds (Debian's OVMF_CODE.fd) reserve no launch secret page: QEMU would
+    not know where the secret goes. Refused before anything is sent; the guest stays paused."""
+    import libvirt
+    from vscen_attest import launch, secret
+
+    tik, tek, _, _ = keys
+    generic = tmp_path / "OVMF_CODE.fd"
+    generic.write_bytes(fake_ovmf(secret_area=(0, 0)))
+    small = tmp_path / "small.fd"
+    small.write_bytes(fake_ovmf(secret_area=(0x80D000, 32)))
+    for firmware, words in ((generic, "is missing or empty"), (small, "big enough (32 bytes for 48)")):
+        psp = PSP(tik, tek)
+        dom = SevDomain(conn.defineXML(domain_xml("attv-area-" + firmware.stem.replace("_", "-"))), psp,
+                        firmware.read_bytes())
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        with pytest.raises(UsageError, match="no launch secret area") as exc:
+            launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
+                                 [(secret.ALIASES["luks-key"], b"k")], note=lambda _m: None)
+        assert words in str(exc.value) and "OvmfPkg/AmdSev" in str(exc.value)
+        assert psp.secret_area is None and dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
+        dom.destroy()
+
+
 @pytest.mark.parametrize(("xml", "words"), [
     (domain_xml("attv-nosession", session=False), ["no launch session", "vscen attest session"]),
     ("<domain type='test'><name>attv-plain</name><memory>1024</memory><os><type>hvm</type></os></domain>",

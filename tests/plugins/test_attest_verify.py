@@ -62,10 +62,12 @@ def libvirt_module():
     return module
 
 
-def fake_ovmf(size: int = 256 * 1024, reset: int = 0x80B004) -> bytes:
-    """A firmware image with OVMF's GUIDed footer table holding an SEV info block."""
+def fake_ovmf(size: int = 256 * 1024, reset: int = 0x80B004, secret_area: tuple[int, int] = (0x80D000, 0x1000)) -> bytes:
+    """A firmware image with OVMF's GUIDed footer table holding an SEV info block and a launch
+    secret area (base, size; (0, 0) as OVMF's generic builds have it)."""
     info = struct.pack("<I", reset) + struct.pack("<H", 22) + uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e").bytes_le
-    other = b"\0" * 8 + struct.pack("<H", 26) + uuid.uuid4().bytes_le
+    other = (struct.pack("<II", *secret_area) + struct.pack("<H", 26)
+             + uuid.UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294").bytes_le)
     entries = other + info
     footer = entries + struct.pack("<H", len(entries) + 18) + uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
     body = os.urandom(size - len(footer) - 32)
