@@ -274,8 +274,12 @@ def verify(keys: Keys, report: Reported, launch: Launch) -> None:
     computed = expected(keys.tik, report, launch.digest(report.sev_es))
     if not hmac.compare_digest(computed, report.measurement):
         kind = "SEV-ES" if report.sev_es else "SEV"
+        launched = ["the expected firmware"]
+        if launch.kernel is not None:
+            launched.append("kernel, initrd and command line")
+        if report.sev_es:
+            launched.append(f"{launch.num_cpus} vCPU(s) of that CPU")
         raise AttestationError(
-            f"measurement does not match: the {kind} guest was not launched with the expected firmware"
-            + (", kernel, initrd and command line" if launch.kernel is not None else "")
-            + (f" and {launch.num_cpus} vCPU(s) of that CPU" if report.sev_es else "")
-            + ", or with other keys: it is not trustworthy")
+            f"measurement does not match: the {kind} guest was not launched with {', '.join(launched)} "
+            f"under these keys (policy 0x{report.policy:x}, API {report.api_major}.{report.api_minor}, "
+            f"build {report.build_id}): it is not trustworthy")
