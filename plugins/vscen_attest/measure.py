@@ -97,7 +97,8 @@ def reported(measurement: str, api_major, api_minor, build_id, policy) -> Report
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 48:
-        raise UsageError(f"--measurement: '{text[:80]}' is not allowed (base64 of 48 bytes: the 32-byte "
+        shown = repr(text if len(text) <= 60 else text[:57] + "...")
+        raise UsageError(f"--measurement: {shown} is not allowed (base64 of 48 bytes: the 32-byte "
                          "measurement and the 16-byte nonce, as libvirt reports 'sev-measurement')")
     return Reported(raw[:32], raw[32:], _int("--api-major", api_major, 8), _int("--api-minor", api_minor, 8),
                     _int("--build-id", build_id, 8), _int("--policy", policy, 32))

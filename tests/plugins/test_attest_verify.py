@@ -25,6 +25,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 VALIDATE = Path("/usr/bin/virt-qemu-sev-validate")
 OVMF = Path("/usr/share/OVMF/OVMF_CODE.fd")
@@ -287,6 +289,7 @@ def test_bad_input_is_one_line(owner, tmp_path):
     short.chmod(0o600)
     for (change, drop), words in [
         ((("--measurement", "not base64!"), ()), ["--measurement", "base64 of 48 bytes"]),
+        ((("--measurement", "two\nlines"), ()), ["--measurement", "'two\\nlines'"]),
         ((("--measurement", base64.b64encode(bytes(32)).decode()), ()), ["--measurement", "48 bytes"]),
         ((("--api-major", "256"), ()), ["--api-major", "256", "0 to 255"]),
         ((("--policy", "-1"), ()), ["--policy", "-1"]),
@@ -330,3 +333,59 @@ def test_verify_domain_on_the_test_driver(owner):
     code, out, err = vscen("attest", "verify", "--domain", "nosuch", "--connect", "test:///default",
                            "--firmware", paths["firmware"], "--tik", paths["tik"])
     assert code == 7 and "no domain 'nosuch'" in err, err
+
+
+# -- hostile input: a verdict or a one-line error, never an internal error ------------------
+
+FUZZ = settings(max_examples=60, derandomize=True, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FOOTER = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
+
+
+def firmware_tails():
+    """Images whose last bytes look, more or less, like OVMF's table."""
+    table = st.binary(max_size=80).map(lambda b: b + struct.pack("<H", len(b) + 18) + FOOTER + bytes(32))
+    odd_length = st.tuples(st.binary(max_size=40), st.integers(0, 0xFFFF)).map(
+        lambda t: t[0] + struct.pack("<H", t[1]) + FOOTER + bytes(32))
+    return st.one_of(st.binary(max_size=200), table, odd_length)
+
+
+@FUZZ
+@given(tail=firmware_tails())
+def test_any_firmware_table_parses_or_says_why(tail):
+    from vscen_attest import measure
+
+    from vscen.errors import VscenError
+
+    image = bytes(64) + tail
+    entries = measure.ovmf_table(image)
+    assert all(isinstance(v, bytes) for v in entries.values())
+    try:
+        measure.vmsas(image, 25, 1, 1)
+    except VscenError as exc:
+        assert "SEV info block" in str(exc)
+    measure.secret_area(image)
+
+
+@FUZZ
+@given(measurement=st.one_of(st.text(max_size=70), st.just("a\nb"), st.binary(min_size=40, max_size=56).map(
+           lambda b: base64.b64encode(b).decode())),
+       numbers=st.lists(st.integers(-3, 2**33), min_size=4, max_size=4),
+       es=st.booleans(), cpus=st.integers(-2, 70000), family=st.integers(-1, 5000),
+       tail=firmware_tails(), key_size=st.sampled_from([0, 15, 16, 17, 32]))
+def test_verify_input_gives_a_verdict_or_one_line(tmp_path, measurement, numbers, es, cpus, family, tail,
+                                                   key_size):
+    firmware = tmp_path / "fw"
+    firmware.write_bytes(bytes(1024) + tail)
+    tik = tmp_path / "tik"
+    tik.write_bytes(os.urandom(key_size))
+    tik.chmod(0o600)
+    major, minor, build, policy = numbers
+    policy = policy | 4 if es else policy
+    args = ["--measurement", measurement, "--api-major", str(major), "--api-minor", str(minor),
+            "--build-id", str(build), "--policy", str(policy), "--firmware", str(firmware), "--tik", str(tik)]
+    if es:
+        args += ["--num-cpus", str(cpus), "--cpu-family", str(family), "--cpu-model", "1", "--cpu-stepping", "1"]
+    code, out, err = vscen("attest", "verify", *args)
+    assert code in (1, 2), (code, err)  # random inputs are never valid
+    assert err.startswith("error: ") and err.count("\n") == 1 and "internal error" not in err, err
