@@ -425,3 +425,27 @@ def test_commands_on_the_test_driver(conn, keys, tmp_path):
     code, out, err = vscen("attest", "inject", "attv-cli", "--firmware", str(firmware), "--tk", str(tk),
                            "--secret-file", str(luks), "--secret-file", str(luks))
     assert code == 2 and "--guid: 0 given for 2 --secret-file" in err, err
+
+
+def test_host_cpu_signature_from_libvirt(conn):
+    """The host CPU's family/model/stepping from libvirt's capabilities (SEV-ES's vCPU state):
+    test:///default reports none (a one-line UsageError asking for them); a real daemon does."""
+    import libvirt
+
+    from vscen_attest import launch
+
+    with pytest.raises(UsageError, match="--cpu-family/--cpu-model/--cpu-stepping: missing"):
+        launch.host_cpu_of(conn)()
+    try:
+        system = libvirt.open("qemu:///system")
+    except libvirt.libvirtError:
+        pytest.skip("no libvirt daemon at qemu:///system")
+    try:
+        if "<signature " not in system.getCapabilities():
+            pytest.skip("this libvirt reports no CPU signature")
+        notes = []
+        family, model, stepping = launch.host_cpu_of(system, notes.append)()
+        assert 0 < family <= 270 and 0 <= model <= 255 and 0 <= stepping <= 15
+        assert notes == [f"host CPU signature from libvirt: family {family}, model {model}, stepping {stepping}"]
+    finally:
+        system.close()
