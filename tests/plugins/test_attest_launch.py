@@ -431,7 +431,6 @@ def test_host_cpu_signature_from_libvirt(conn):
     """The host CPU's family/model/stepping from libvirt's capabilities (SEV-ES's vCPU state):
     test:///default reports none (a one-line UsageError asking for them); a real daemon does."""
     import libvirt
-
     from vscen_attest import launch
 
     with pytest.raises(UsageError, match="--cpu-family/--cpu-model/--cpu-stepping: missing"):
