@@ -204,6 +204,9 @@ def launch_domain(dom, uri: str, given: Given, keys: measure.Keys, resume: bool 
     name = dom.name()
     check_sev(name, dom.XMLDesc(0))
     if dom.isActive():
+        if dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            raise UsageError(f"attest: '{name}' is started already (paused): give it its secret with 'vscen attest "
+                             f"inject {name}', or destroy it ('virsh destroy {name}') to launch it again")
         raise UsageError(f"attest: '{name}' is running: its launch was measured when it started; shut it down "
                          "(vscen attest launch starts it itself)")
     try:

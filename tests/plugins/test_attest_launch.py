@@ -168,6 +168,8 @@ def test_launch_verifies_then_resumes_and_inject_delivers(conn, keys, tmp_path):
     launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek), resume=False,
                          say=said.append, note=said.append)
     assert dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED and not dom.finished
+    with pytest.raises(UsageError, match="is started already .paused.: give it its secret with 'vscen attest inject"):
+        launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek))
     luks = b"correct horse battery staple"
     launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
                          [(secret.ALIASES["luks-key"], luks), (uuid.UUID(int=7), b"\x00\x01two")],
@@ -250,6 +252,9 @@ def test_inject_refuses_a_tampered_guest_and_a_running_one(conn, keys):
     with pytest.raises(UsageError, match="is not paused before its first run"):
         launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
                              [(secret.ALIASES["luks-key"], b"k")])
+    with pytest.raises(UsageError, match="is running: its launch was measured when it started"):
+        launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek))
+    assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
 def test_inject_needs_a_secret_area_in_the_firmware(conn, keys, tmp_path):
