@@ -248,13 +248,28 @@ def _destroy(dom) -> None:
         pass
 
 
+def packet_for(keys: measure.Keys, report: measure.Reported, expected: measure.Launch, secrets,
+               after: str = ""):
+    """The LAUNCH_SECRET packet giving *secrets* to the verified guest; a UsageError when its
+    firmware reserves no secret page big enough (QEMU finds the address in the firmware's table)."""
+    from vscen_attest import secret
+
+    table = secret.secret_table(secrets)
+    area = measure.secret_area(expected.firmware)
+    if area is None or area[1] < len(table):
+        raise UsageError("--firmware: the guest's firmware has no launch secret area"
+                         + (f" big enough ({area[1]} bytes for {len(table)})" if area else
+                            f" (its table entry {measure.SEV_SECRET_GUID} is missing or empty)")
+                         + ": QEMU would not know where to put the secret; use an OVMF built from OvmfPkg/AmdSev"
+                         + after)
+    return secret.pack(keys.tik, keys.tek, report.measurement, secrets)
+
+
 def inject_domain(dom, uri: str, given: Given, keys: measure.Keys, secrets, resume: bool = True,
                   local: bool = True, host_cpu=None, say=print, note=print) -> None:
     """Check the paused guest's measurement again (the packet is bound to it), then give it
     *secrets* [(GUID, bytes)] and resume it (*resume*)."""
     import libvirt
-
-    from vscen_attest import secret
 
     name = dom.name()
     check_sev(name, dom.XMLDesc(0))
@@ -264,15 +279,7 @@ def inject_domain(dom, uri: str, given: Given, keys: measure.Keys, secrets, resu
     report = report_of(dom, uri)
     expected = expectation(given, dom.XMLDesc(0), local, host_cpu if report.sev_es else None, note)
     measure.verify(keys, report, expected)
-    area = measure.secret_area(expected.firmware)
-    table = secret.secret_table(secrets)
-    if area is None or area[1] < len(table):
-        raise UsageError("--firmware: the guest's firmware has no launch secret area"
-                         + (f" big enough ({area[1]} bytes for {len(table)})" if area else
-                            f" (its table entry {measure.SEV_SECRET_GUID} is missing or empty)")
-                         + ": QEMU would not know where to put the secret; use an OVMF built from OvmfPkg/AmdSev "
-                         "(it is left paused)")
-    packet = secret.pack(keys.tik, keys.tek, report.measurement, secrets)
+    packet = packet_for(keys, report, expected, secrets, " (it is left paused)")
     try:
         dom.setLaunchSecurityState(packet.params(), 0)
     except libvirt.libvirtError as exc:

@@ -36,6 +36,12 @@ InsecureOpt = Annotated[bool, Opt("--insecure", "-i",
     help="Read the firmware, kernel, initrd and command line from the host's definition of the guest when not given (proves less).")]
 ResumeOpt = Annotated[bool, Opt("--resume/--no-resume",
     help="Resume the guest once verified (--no-resume: leave it paused, to inject a secret).")]
+SECRET_FILE_HELP = ("A file holding the secret (mode 600), e.g. the disk's LUKS passphrase; repeat with --guid "
+                    "for several.")
+SecretFileOpt = Annotated[Optional[list[Path]], Opt("--secret-file", "-s", help=SECRET_FILE_HELP)]
+GuidOpt = Annotated[Optional[list[str]], Opt("--guid", help=(
+    "The GUID the guest finds the secret under, one per --secret-file (default: luks-key, "
+    "736869e5-84f0-4973-92ec-06879ce3da0b)."))]
 NameArg = Annotated[str, typer.Argument(help="The guest (a domain with <launchSecurity type='sev'> and a launch session).")]
 
 
@@ -92,6 +98,14 @@ def verify(
         help="Read the measurement and platform values from this running (paused) guest.")] = None,
     connect: ConnectOpt = None, insecure: InsecureOpt = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print nothing when the measurement is valid.")] = False,
+    secret_file: SecretFileOpt = None, guid: GuidOpt = None,
+    secret_header: Annotated[Optional[Path], Opt("--secret-header", help=(
+        "Once valid, write the secret packet's header here (base64, for 'virsh domsetlaunchsecstate "
+        "--secrethdr')."))] = None,
+    secret_payload: Annotated[Optional[Path], Opt("--secret-payload", help=(
+        "Once valid, write the encrypted secret table here (base64, for 'virsh domsetlaunchsecstate "
+        "--secret')."))] = None,
+    force: Annotated[bool, Opt("--force", help="Replace existing --secret-header/--secret-payload files.")] = False,
 ):
     """Check a reported SEV launch measurement offline: exit 0 when it is the one expected from
     the firmware (and kernel, initrd, command line; vCPU state for SEV-ES) and the TIK, 1 when it
@@ -101,7 +115,9 @@ def verify(
 
     given = _given(firmware, kernel, initrd, cmdline, num_cpus, cpu_family, cpu_model, cpu_stepping,
                    vmsa_cpu0, vmsa_cpu1, insecure)
-    keys = launch.load_keys(tik, tek, tk)
+    outputs = _packet_files(secret_file, secret_header, secret_payload, force)
+    secrets = _secrets(secret_file, guid) if secret_file else []
+    keys = launch.load_keys(tik, tek, tk, need_tek=bool(secrets))
     if domain is None:
         if connect is not None:
             raise UsageError("--connect: not allowed without --domain (an offline check reads no host)")
@@ -127,6 +143,55 @@ def verify(
     if not quiet:
         kind = "SEV-ES" if report.sev_es else "SEV"
         typer.echo(f"valid: the {kind} launch measurement is the one expected")
+    if secrets:
+        from vscen import atomic_write
+
+        params = launch.packet_for(keys, report, expected, secrets).params()
+        atomic_write(outputs[0], params["sev-secret-header"] + "\n", mode=0o600)
+        atomic_write(outputs[1], params["sev-secret"] + "\n", mode=0o600)
+        if not quiet:
+            typer.echo(f"secret packet: {outputs[0]} and {outputs[1]} ({len(secrets)} secret(s), for this launch "
+                       f"only); on the host: virsh domsetlaunchsecstate DOMAIN --secrethdr {outputs[0].name} "
+                       f"--secret {outputs[1].name} && virsh resume DOMAIN")
+
+
+def _packet_files(secret_file, header, payload, force):
+    """(header, payload) paths of an offline secret packet, checked before anything is done."""
+    from vscen import ExistsError, UsageError
+
+    if not secret_file:
+        if header or payload:
+            raise UsageError("--secret-header/--secret-payload: not allowed without --secret-file (nothing to pack)")
+        return None
+    if header is None or payload is None:
+        raise UsageError("--secret-header/--secret-payload: missing: an offline check writes the secret packet "
+                         "to these two files ('vscen attest inject' gives it to a live guest)")
+    paths = (Path(header), Path(payload))
+    if paths[0].resolve() == paths[1].resolve():
+        raise UsageError(f"--secret-payload: {payload} is the --secret-header file too (two files are written)")
+    for option, path in zip(("--secret-header", "--secret-payload"), paths, strict=True):
+        if not path.parent.is_dir():
+            raise UsageError(f"{option}: {path.parent} is not a directory")
+        if (path.exists() or path.is_symlink()) and not force:
+            raise ExistsError(f"{option}: {path} exists; give --force to replace it")
+    return paths
+
+
+def _secrets(secret_file, guid):
+    """[(GUID, bytes)] from --secret-file/--guid: one GUID per file, a single file luks-key by default."""
+    from vscen import UsageError
+    from vscen_attest import launch, secret
+
+    guids = list(guid or [])
+    if not guids and len(secret_file) == 1:
+        guids = ["luks-key"]
+    if len(guids) != len(secret_file):
+        raise UsageError(f"--guid: {len(guids)} given for {len(secret_file)} --secret-file (one GUID per secret; "
+                         "a single secret defaults to luks-key)")
+    secrets = [(secret.guid_of(g), launch.read_file("--secret-file", f, private=True))
+               for g, f in zip(guids, secret_file, strict=True)]
+    secret.secret_table(secrets)  # its errors before anything else is read
+    return secrets
 
 
 def _b64(data: bytes) -> str:
@@ -161,11 +226,8 @@ def launch_(
 @app.command()
 def inject(
     name: NameArg,
-    secret_file: Annotated[list[Path], Opt("--secret-file", "-s",
-        help="A file holding the secret (mode 600), e.g. the disk's LUKS passphrase; repeat with --guid for several.")],
-    guid: Annotated[Optional[list[str]], Opt("--guid",
-        help="The GUID the guest finds the secret under, one per --secret-file "
-             "(default: luks-key, 736869e5-84f0-4973-92ec-06879ce3da0b).")] = None,
+    secret_file: Annotated[list[Path], Opt("--secret-file", "-s", help=SECRET_FILE_HELP)],
+    guid: GuidOpt = None,
     firmware: FirmwareOpt = None, kernel: KernelOpt = None, initrd: InitrdOpt = None,
     cmdline: CmdlineOpt = None, num_cpus: CpusOpt = None, cpu_family: FamilyOpt = None, cpu_model: ModelOpt = None,
     cpu_stepping: SteppingOpt = None, vmsa_cpu0: Vmsa0Opt = None, vmsa_cpu1: Vmsa1Opt = None,
@@ -175,17 +237,9 @@ def inject(
     """Give verified, paused SEV guest NAME a secret (after 'vscen attest launch NAME --no-resume'):
     its measurement is checked again, the secret packed in OVMF's secret table, encrypted with
     the TEK and bound to the measurement with the TIK; then the guest is resumed."""
-    from vscen import UsageError
-    from vscen_attest import launch, secret
+    from vscen_attest import launch
 
-    guids = list(guid or [])
-    if not guids and len(secret_file) == 1:
-        guids = ["luks-key"]
-    if len(guids) != len(secret_file):
-        raise UsageError(f"--guid: {len(guids)} given for {len(secret_file)} --secret-file (one GUID per secret; "
-                         "a single secret defaults to luks-key)")
-    secrets = [(secret.guid_of(g), launch.read_file("--secret-file", f, private=True)) for g, f in zip(guids, secret_file, strict=True)]
-    secret.secret_table(secrets)  # its errors before anything is read from the host
+    secrets = _secrets(secret_file, guid)
     given = _given(firmware, kernel, initrd, cmdline, num_cpus, cpu_family, cpu_model, cpu_stepping,
                    vmsa_cpu0, vmsa_cpu1, insecure)
     keys = launch.load_keys(tik, tek, tk, need_tek=True)

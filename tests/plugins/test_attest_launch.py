@@ -453,3 +453,40 @@ def test_host_cpu_signature_from_libvirt(conn):
         assert notes == [f"host CPU signature from libvirt: family {family}, model {model}, stepping {stepping}"]
     finally:
         system.close()
+
+
+def test_offline_packet_for_virsh(keys, tmp_path):
+    """verify --secret-file: once valid, the packet for 'virsh domsetlaunchsecstate' (base64
+    files, mode 600); nothing written when the measurement does not match; existing files only
+    with --force."""
+    tik, tek, tk, firmware = keys
+    measurement = Platform(tik).measure(firmware.read_bytes())
+    luks = tmp_path / "luks"
+    luks.write_bytes(b"open sesame")
+    luks.chmod(0o600)
+    header, payload = tmp_path / "hdr.b64", tmp_path / "secret.b64"
+    args = ["attest", "verify", "--measurement", measurement, "--api-major", "1", "--api-minor", "51",
+            "--build-id", "3", "--policy", "1", "--firmware", str(firmware), "--tk", str(tk),
+            "--secret-file", str(luks), "--secret-header", str(header), "--secret-payload", str(payload)]
+    code, out, err = vscen(*args)
+    assert code == 0, err
+    assert "virsh domsetlaunchsecstate DOMAIN --secrethdr hdr.b64 --secret secret.b64" in out
+    assert "open sesame" not in out + err
+    assert header.stat().st_mode & 0o777 == 0o600 and payload.stat().st_mode & 0o777 == 0o600
+    psp = PSP(tik, tek)
+    psp.launch_secret(base64.b64decode(header.read_text()), base64.b64decode(payload.read_text()),
+                      base64.b64decode(measurement)[:32])
+    assert read_secret_table(psp.secret_area) == {LUKS: b"open sesame"}
+
+    code, out, err = vscen(*args)
+    assert code == 6 and "--secret-header" in err and "--force" in err, err
+    before = header.read_text()
+    code, out, err = vscen(*args, "--force", "--build-id", "4")  # another build: no match, nothing written
+    assert code == 1 and header.read_text() == before, err
+    header.unlink()
+    payload.unlink()
+    code, out, err = vscen(*args[:-4])
+    assert code == 2 and "--secret-header/--secret-payload: missing" in err, err
+    code, out, err = vscen(*[a for a in args if a not in ("--secret-file", str(luks))])
+    assert code == 2 and "not allowed without --secret-file" in err, err
+    assert not header.exists() and not payload.exists()
