@@ -147,8 +147,14 @@ def verify(
         from vscen import atomic_write
 
         params = launch.packet_for(keys, report, expected, secrets).params()
+        existed = outputs[0].exists()
         atomic_write(outputs[0], params["sev-secret-header"] + "\n", mode=0o600)
-        atomic_write(outputs[1], params["sev-secret"] + "\n", mode=0o600)
+        try:
+            atomic_write(outputs[1], params["sev-secret"] + "\n", mode=0o600)
+        except BaseException:
+            if not existed:  # a header without its payload is of no use: take it back
+                outputs[0].unlink(missing_ok=True)
+            raise
         if not quiet:
             typer.echo(f"secret packet: {outputs[0]} and {outputs[1]} ({len(secrets)} secret(s), for this launch "
                        f"only); on the host: virsh domsetlaunchsecstate DOMAIN --secrethdr {outputs[0].name} "
