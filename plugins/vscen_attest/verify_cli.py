@@ -148,12 +148,17 @@ def verify(
 
         params = launch.packet_for(keys, report, expected, secrets).params()
         existed = outputs[0].exists()
-        atomic_write(outputs[0], params["sev-secret-header"] + "\n", mode=0o600)
+        try:
+            atomic_write(outputs[0], params["sev-secret-header"] + "\n", mode=0o600)
+        except OSError as exc:
+            raise UsageError(f"--secret-header: cannot write {outputs[0]} ({exc.strerror})") from None
         try:
             atomic_write(outputs[1], params["sev-secret"] + "\n", mode=0o600)
-        except BaseException:
+        except BaseException as exc:
             if not existed:  # a header without its payload is of no use: take it back
                 outputs[0].unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise UsageError(f"--secret-payload: cannot write {outputs[1]} ({exc.strerror})") from None
             raise
         if not quiet:
             typer.echo(f"secret packet: {outputs[0]} and {outputs[1]} ({len(secrets)} secret(s), for this launch "

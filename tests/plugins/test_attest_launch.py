@@ -490,3 +490,7 @@ def test_offline_packet_for_virsh(keys, tmp_path):
     code, out, err = vscen(*[a for a in args if a not in ("--secret-file", str(luks))])
     assert code == 2 and "not allowed without --secret-file" in err, err
     assert not header.exists() and not payload.exists()
+    payload.mkdir()  # cannot be written: one line, and the header taken back
+    code, out, err = vscen(*args, "--force")
+    assert code == 2 and err.startswith(f"error: --secret-payload: cannot write {payload}") and err.count("\n") == 1, err
+    assert not header.exists()
