@@ -8,6 +8,13 @@
   Secure Boot firmware needs SMM (it keeps the variable store out of the guest OS's reach),
   hence ``<smm state='on'/>``. Where the host's firmware offers no Secure Boot, the guest keeps
   plain UEFI and a note says so.
+
+Secure Boot and confidential guests: Secure Boot with SMM works with plain SEV (OVMF's SMM
+build supports SEV) and with no launch security. SEV-ES, SEV-SNP and TDX guests cannot have
+SMM (KVM and QEMU refuse it; the launch-security plugin's type table cites where), and no
+distribution ships a Secure Boot OVMF for them without SMM, so the launch-security plugin
+refuses ``secure-boot`` there before anything is built, with the reason; their firmware is
+measured at launch instead, which the guest owner verifies.
 """
 
 from __future__ import annotations
