@@ -72,12 +72,20 @@ def apply_launch_security(domain, ctx) -> None:
             ctx.note("launch-security: the host facts carry no SEV parameters: libvirt fills "
                      "in cbitpos and reducedPhysBits")
     ls.ensure("policy").text(kind.policy)
-    if kind.no_smm:
-        # stated, not left to QEMU's "auto": libvirt's firmware auto-selection then never picks
-        # a build that requires SMM, and a feature turning SMM on is a conflict at once
-        domain.ensure("features/smm").set(state="off")
     ctx.note(f"launch-security: using {kind.label} (policy {kind.policy}), the "
              "strongest type the host offers and the installed libvirt knows")
+
+
+def finish_smm(domain, ctx) -> None:
+    """SMM stated off for a type that cannot have it, not left to QEMU's "auto": libvirt's
+    firmware auto-selection then never picks a build that requires SMM. In ``finish``, after
+    every feature: where one turned SMM on (an OS profile asking for Secure Boot), it is left
+    for the ``launch-security-firmware`` check to refuse with the reason."""
+    sectype, _ = pick(ctx.host, ctx.support)
+    if sectype is None or not BY_NAME[sectype].no_smm or domain.find("launchSecurity") is None:
+        return
+    if domain.find("features/smm") is None:
+        domain.ensure("features/smm").set(state="off")
 
 
 def _virtio_devices(devices):
@@ -137,8 +145,9 @@ FEATURES = (
         facts=(FACT,),
         details="<launchSecurity> of the strongest type offered by the host and known to "
                 "libvirt; SEV family with the host's cbitpos and reducedPhysBits; "
-                "<smm state='off'/> for SEV-ES, SEV-SNP and TDX, which cannot have SMM",
+                "<smm state='off'/> for SEV-ES, SEV-SNP and TDX, which cannot have SMM (in finish)",
         apply=apply_launch_security,
+        finish=finish_smm,
     ),
     Feature(
         name="iommu-platform",

@@ -34,8 +34,9 @@ def render(scenarios, host, support, **kw):
     from vscen.pipeline import render as run
 
     files = host if isinstance(host, list) else host_files(host)
+    options = kw.pop("options", {"name": "t1"})
     return run(Request(scenarios=list(scenarios), host_facts=files, support=support,
-                       schema=support is LIBVIRT_9, options={"name": "t1"}, **kw), keep_connection=False)
+                       schema=support is LIBVIRT_9, options=options, **kw), keep_connection=False)
 
 
 def test_the_table_says_which_types_may_have_smm():
@@ -118,3 +119,18 @@ def test_the_domain_check_reads_the_type_from_the_xml():
     assert checks("<launchSecurity type='sev-snp'><policy>0x00030000</policy></launchSecurity>",
                   features="<smm state='off'/>") == [("pass", "")]
     assert checks("") == []
+
+
+def test_an_os_that_asks_for_secure_boot_is_refused_with_the_reason():
+    """Windows 11's profile turns Secure Boot and SMM on itself (no secure-boot feature for the
+    host check to see): the finished XML is refused, naming the plugin and the reason."""
+    from conftest import osinfo_or_skip
+
+    osinfo_or_skip()
+    with pytest.raises(InvalidDomainError) as exc:
+        render(["secure-vm"], "amd-sev", LIBVIRT_9, options={"name": "t1", "os": "win11"})
+    assert [p.split(": launch security")[0] for p in exc.value.problems] == [
+        "/domain/features/smm (set by os-profile (feature))",
+        "/domain/os/firmware/feature[1] (set by os-profile (feature))"]
+    assert all(p.endswith("[launch-security-firmware]") and "KVM gives an SEV-ES guest no SMM" in p
+               for p in exc.value.problems)
