@@ -182,7 +182,7 @@ def _passphrase_file(value: str):
 SETTINGS = (
     Setting(name="pool", parse=_pool_name, metavar="NAME", example="fast-nvme",
             help="libvirt storage pool for new disks (default: the pool of their directory, made if none)."),
-    Setting(name="disk.encrypt", flag=True, default=False, option="--encrypt-disk", example="yes", check=_qcow2_only,
+    Setting(name="disk.encrypt", flag=True, default=None, option="--encrypt-disk", example="yes", check=_qcow2_only,
             help="LUKS-encrypt new disks (qcow2); the passphrase comes from --passphrase-file, "
                  "$VSCEN_DISK_PASSPHRASE or a prompt (secure-vm encrypts by default, with a random "
                  "key kept in libvirt's secret store; --no-encrypt-disk leaves it out)."),

@@ -9,8 +9,8 @@ sends only to libvirt's private secret store (``private='yes'``: libvirt never g
 ``vscen destroy`` undefines that secret with the disk. Left as it is, each with a note:
 
 - ``--no-encrypt-disk`` / ``--encrypt-disk`` (or ``[disk] encrypt`` in a config file): the
-  user decided; a disk given ``encrypt=yes`` by ``--disk``: the user manages encryption per
-  disk, so the others are left alone too;
+  user decided; a disk given ``encrypt=yes`` or ``encrypt=no`` by ``--disk``: the user manages
+  encryption per disk, so the others are left alone too;
 - a connection without a secret store (libvirt's embedded ``test:///default`` driver has no
   secret driver: ``virSecretDefineXML`` is "not supported by the connection driver"), or no
   connection: no encryption;
@@ -54,8 +54,8 @@ def prepare(ctx) -> None:
         if not any(d.get("encrypt") for d in s.disks):
             ctx.note(f"encrypted-disk: disks not encrypted (disk.encrypt = no, {s.source('disk.encrypt')})")
         return
-    if any(d.get("encrypt") for d in s.disks):
-        return  # encrypt=yes on a --disk: the user chose per disk
+    if any(d.get("encrypt") is not None for d in s.disks):
+        return  # encrypt=yes or encrypt=no on a --disk: the user chose per disk
     store = secret_store(ctx.connection)
     if not store:
         where = ctx.uri or "no connection"

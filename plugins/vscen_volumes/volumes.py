@@ -194,7 +194,7 @@ def new_disks(pl: Planner, encrypted: bool):
             raise UsageError(f"disk: {path} is given for disk {seen[path] + 1} and disk {i + 1}; "
                              "give each disk its own path")
         seen[path] = i
-        if disk.encrypt != encrypted:
+        if bool(disk.encrypt) != encrypted:
             continue
         size = round_size(disk.size)
         img = existing_image(pl, path)

@@ -100,6 +100,17 @@ def test_no_encrypt_disk_leaves_it_out(xenv, tmp_path):
     assert [o for o, _ in host_steps(xenv.plan(result, tmp_path))] == ["storage-volume", "storage-volume"]
 
 
+def test_encrypt_no_on_a_disk_is_the_users_choice_for_every_disk(xenv, tmp_path):
+    """encrypt=no given on --disk is not "not given": no default encryption then (a --disk
+    encrypt=yes likewise leaves the other disks to the user)."""
+    plain, other = xenv.root / "secxml-plain.qcow2", xenv.root / "secxml-other.qcow2"
+    result = secure_vm(xenv, [f"path={plain},size=16M,encrypt=no", f"path={other},size=16M"])
+    assert [d.get("encrypt") for d in result.settings.disks] == [False, None]
+    assert etree.fromstring(result.xml.encode()).find("devices/disk/encryption") is None
+    assert not [n for n in result.ctx.notes if "LUKS-encrypted" in n]
+    assert [o for o, _ in host_steps(xenv.plan(result, tmp_path))] == ["storage-volume"] * 3
+
+
 def test_computation_with_secure_vm_keeps_its_raw_disk_with_a_note(xenv):
     result = secure_vm(xenv, [], scenarios=("computation", "secure-vm"))
     assert result.settings.disks[0].format == "raw" and not result.settings.disks[0].get("encrypt")
@@ -113,7 +124,7 @@ def test_raw_and_existing_disks_are_left_as_they_are(xenv, tmp_path):
     raw = xenv.root / "secxml-raw.raw"
     result = secure_vm(xenv, [f"path={existing}", f"path={raw},size=16M,format=raw",
                               f"path={xenv.root / 'secxml-new.qcow2'},size=16M"])
-    assert [d.get("encrypt") for d in result.settings.disks] == [False, False, True]
+    assert [d.get("encrypt") for d in result.settings.disks] == [None, None, True]
     notes = [n for n in result.ctx.notes if n.startswith("encrypted-disk:")]
     assert notes == [
         f"encrypted-disk: disk 1 not encrypted: {existing} exists unencrypted and is used as it is",
