@@ -20,8 +20,14 @@ database (Debian package ``osinfo-db``, read by ``osdb.py``) says of it, as virt
 - the libosinfo metadata element (``<libosinfo:os id=...>``), so virt-manager and other
   tools recognise the OS.
 
-``vscen os list [--json] [--family linux|windows|...]`` and ``vscen os show SHORTID
-[--json]`` show what the database knows (``cli.py``).
+Without ``--os``, the OS is detected (``Setting.derive``, ``media.py``) from the ``--cdrom``
+ISO's volume, system, publisher and application ids and volume size, as libosinfo matches the
+database's ``<media>`` rules, or from a disk image's file name (a disk's ``backing`` base or
+an existing disk) equal to one of its ``<image>`` URLs'; a note says what was found, or why
+nothing was (no error); an explicit ``--os`` always wins and nothing is read then.
+
+``vscen list os [--json] [--family linux|windows|...]`` (also ``vscen os list``) and ``vscen
+os show SHORTID [--json]`` show what the database knows (``cli.py``).
 """
 
 from __future__ import annotations
@@ -239,11 +245,22 @@ OS_PROFILE = Feature(
 )
 
 
+def detect_os(settings, note):
+    """The OS of the --cdrom ISO or of a disk's image, where --os is not given (``media.py``)."""
+    if not settings.cdrom and not any(d.backing or d.path for d in settings.disks) and not settings.get("image"):
+        return None  # nothing to look at: the media module is not even imported
+    from vscen_os import media
+
+    return media.detect(settings, note)
+
+
 @hookimpl
 def vscen_register_settings(register):
     register(Setting(name="os", parse=parse_os, example="win11", metavar="SHORTID", implies=("os-profile",),
-                     help="The guest's operating system, by osinfo short-id (win11, debian11: 'vscen os list'): "
-                          "its minimum resources, drivers and firmware."))
+                     derive=detect_os,
+                     help="The guest's operating system, by osinfo short-id (win11, debian11: 'vscen list os'): "
+                          "its minimum resources, drivers and firmware. Without it, detected from the --cdrom "
+                          "ISO's volume id or a disk image's file name, as osinfo's media rules say."))
 
 
 @hookimpl
