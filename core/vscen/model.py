@@ -272,11 +272,14 @@ class Command:
     """A ``vscen`` sub-command group a plugin adds (``vscen snapshot ...``).
 
     ``app`` is a ``typer.Typer``, or a ``"module:attribute"`` string naming one, imported only
-    when the command line is built (keeps the plugin's import light).
+    when the command line is built (keeps the plugin's import light). ``listing`` names one of
+    its commands that ``vscen list NAME`` runs too, with the same options (``vscen list os`` is
+    ``vscen os list``); it should take ``--json``.
     """
 
     name: str
     summary: str
     app: Any = field(compare=False)
+    listing: str = ""
 
     kind = "command"

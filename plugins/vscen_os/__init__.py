@@ -23,7 +23,7 @@ database (Debian package ``osinfo-db``, read by ``osdb.py``) says of it, as virt
 Without ``--os``, the OS is detected (``Setting.derive``, ``media.py``) from the ``--cdrom``
 ISO's volume, system, publisher and application ids and volume size, as libosinfo matches the
 database's ``<media>`` rules, or from a disk image's file name (a disk's ``backing`` base or
-an existing disk) equal to one of its ``<image>`` URLs'; a note says what was found, or why
+an existing disk) equal to one of its ``<image>`` URLs; a note says what was found, or why
 nothing was (no error); an explicit ``--os`` always wins and nothing is read then.
 
 ``vscen list os [--json] [--family linux|windows|...]`` (also ``vscen os list``) and ``vscen
@@ -271,4 +271,4 @@ def vscen_register_features(register):
 @hookimpl
 def vscen_register_commands(register):
     register(Command(name="os", summary="What the osinfo database knows of operating systems (--os).",
-                     app="vscen_os.cli:app"))
+                     app="vscen_os.cli:app", listing="list"))
