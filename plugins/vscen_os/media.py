@@ -148,14 +148,14 @@ def _regex(pattern: str):
 
 def _matches(row: list, ids: IsoIds) -> bool:
     """Whether the media rule *row* (``[os, arch, *FIELDS, *needed texts]``) matches."""
-    rule = dict(zip(FIELDS, row[2:7], strict=True))
-    if rule["size"] is not None and rule["size"] != ids.size:
+    if row[6] is not None and row[6] != ids.size:
         return False
-    for key, needed in zip(IDS, row[7:], strict=True):
-        pattern, value = rule[key], getattr(ids, key)
+    for i, key in enumerate(IDS):
+        pattern = row[2 + i]
         if pattern is None:
             continue
-        if value is None or needed not in value:
+        value = getattr(ids, key)
+        if value is None or row[7 + i] not in value:
             return False
         regex = _regex(pattern)
         if regex is None or not regex.search(value):
