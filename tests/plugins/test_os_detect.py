@@ -362,3 +362,12 @@ def test_without_media_nothing_is_imported_or_read(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tests,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tests), "HOME": str(tmp_path)}, check=False)
     assert out.stdout.split() == ["False", "None"], out.stderr
+
+
+def test_the_shell_shows_the_detected_os_and_where_it_comes_from(real_rules, tmp_path):
+    iso = make_iso(tmp_path / "tw.iso", "openSUSE-Tumbleweed-DVD-x86_6402", "LINUX", "SUSE LINUX GmbH")
+    script = f"scenario desktop\ncdrom {iso}\nshow\n"
+    proc = subprocess.run([sys.executable, "-m", "vscen.cli", "shell", "--connect", "test:///default"], input=script,
+                          capture_output=True, text=True, timeout=300)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert ["os", "opensusetumbleweed", "(detected)"] in rows, proc.stdout + proc.stderr
