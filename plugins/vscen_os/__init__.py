@@ -32,7 +32,7 @@ os show SHORTID [--json]`` show what the database knows (``cli.py``).
 
 from __future__ import annotations
 
-from vscen import Command, Feature, Setting, hookimpl
+from vscen import Command, Feature, HostAction, Setting, hookimpl
 
 LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 #: what an OS needs that the database does not say (the 2022 osinfo-db has no TPM for Windows
@@ -261,11 +261,62 @@ def vscen_register_settings(register):
                      help="The guest's operating system, by osinfo short-id (win11, debian11: 'vscen list os'): "
                           "its minimum resources, drivers and firmware. Without it, detected from the --cdrom "
                           "ISO's volume id or a disk image's file name, as osinfo's media rules say."))
+    register(Setting(name="unattend", parse=_parse_unattend, example="admin-password-file=/root/win-admin.txt",
+                     metavar="KEY=VALUE,...", implies=("windows-unattend",),
+                     spec={"admin-password-file": "path", "product-key": (), "language": ()},
+                     help="Install Windows unattended: admin-password-file=FILE (the Administrator's password, "
+                          "written only into the guest's autounattend.xml ISO), optionally product-key=KEY and "
+                          "language=en-US."))
+
+
+def _parse_unattend(text):
+    from vscen_os import unattend
+
+    return unattend.parse(text)
+
+
+def _unattend_finish(domain, ctx):
+    from vscen_os import unattend
+
+    unattend.finish(domain, ctx)
+
+
+def _unattend_plan(ctx):
+    from vscen_os import unattend
+
+    return unattend.plan(ctx)
+
+
+def _unattend_undo(connection, record):
+    from vscen_os import unattend
+
+    unattend.undo(connection, record)
+
+
+WINDOWS_UNATTEND = Feature(
+    name="windows-unattend",
+    summary="Windows installed unattended (--unattend) from an autounattend.xml ISO",
+    category="os",
+    finish=_unattend_finish,
+    host_actions=("unattend-media",),
+    details="For a Windows --os: autounattend.xml and windows.cmd made by the osinfo database's own "
+            "install scripts (the XSLT templates virt-install runs through libosinfo), with the "
+            "Administrator's password from admin-password-file=FILE, on a small Joliet ISO "
+            "/var/lib/libvirt/images/NAME-unattend.iso (mode 600, host action unattend-media, removed by "
+            "vscen destroy), attached as the next SATA CD-ROM (E:, after the install ISO).",
+)
 
 
 @hookimpl
 def vscen_register_features(register):
     register(OS_PROFILE)
+    register(WINDOWS_UNATTEND)
+
+
+@hookimpl
+def vscen_register_host_actions(register):
+    register(HostAction(name="unattend-media", summary="the unattended-installation ISO of a Windows guest",
+                        plan=_unattend_plan, undo=_unattend_undo))
 
 
 @hookimpl
