@@ -161,7 +161,7 @@ def finish(domain, ctx) -> None:
 
 
 def plan(ctx):
-    from vscen import ExistsError, Step, UsageError, file_identity
+    from vscen import Step, UsageError, file_identity
 
     info = _windows(ctx)
     if ctx.connection is not None and not ctx.connection.is_local:
@@ -172,9 +172,11 @@ def plan(ctx):
         raise UsageError("unattend: writing the ISO needs pycdlib: pip install 'vscen[cloud]' (or python3-pycdlib)")
     path = iso_path(ctx.settings)
     password_file = ctx.settings.unattend["admin-password-file"]
-    if path.exists() or path.is_symlink():
-        if not ctx.force:
-            raise ExistsError(f"unattend: {path} exists; give --force to replace it, or 'vscen destroy' the guest")
+    if (path.exists() or path.is_symlink()) and not ctx.force:
+        # a run again: the ISO made the first time (its journal takes it back)
+        ctx.note(f"unattend: {path} exists: unchanged (give --force to write it anew, with the password file's "
+                 "current content)")
+        return []
 
     def do():
         with open(password_file, encoding="utf-8") as f:

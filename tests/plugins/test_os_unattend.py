@@ -18,7 +18,7 @@ from conftest import osinfo_or_skip, render_for
 from lxml import etree
 from vscen_os import osdb, unattend
 
-from vscen.errors import ExistsError, UsageError, VscenError
+from vscen.errors import UsageError, VscenError
 
 NS = "{urn:schemas-microsoft-com:unattend}"
 PASSWORD = "S3cret&<pw>\"x"
@@ -122,8 +122,12 @@ def test_the_host_action_writes_a_private_iso_and_takes_it_back(pwfile, tmp_path
     read = subprocess.run(["isoinfo", "-J", "-x", "/autounattend.xml", "-i", str(iso)], capture_output=True, check=True).stdout
     root = etree.fromstring(read)
     assert [v.text for v in root.iterfind(f".//{NS}AdministratorPassword/{NS}Value")] == [PASSWORD]
-    with pytest.raises(ExistsError, match="osd-win-unattend.iso exists; give --force"):
-        unattend.plan(r.ctx)
+    assert unattend.plan(r.ctx) == []  # run again: unchanged, and says so
+    assert any("osd-win-unattend.iso exists: unchanged (give --force" in n for n in r.ctx.notes)
+    from dataclasses import replace
+
+    record = unattend.plan(replace(r.ctx, force=True))[0].do()  # --force: written anew
+    assert stat.S_IMODE(iso.stat().st_mode) == 0o600 and record["path"] == str(iso)
     unattend.undo(None, record)
     assert not iso.exists()
     unattend.undo(None, record)  # gone already: fine
@@ -173,6 +177,11 @@ def test_on_qemu_system_the_iso_is_the_second_cdrom_and_destroy_removes_it(syste
         assert dom.isActive()
         xml = etree.fromstring(dom.XMLDesc(0))
         assert [d.find("source").get("file") for d in xml.findall("devices/disk[@device='cdrom']")] == [str(install), str(iso)]
+        again = vscen("run", "desktop", "--name", name, "--cdrom", str(install), "--unattend",
+                      f"admin-password-file={pwfile}", "--virt-type", "qemu", "--network", "none",
+                      "--output", str(tmp_path / "out"), "--connect", "qemu:///system", "--start")
+        assert again.returncode == 0, again.stderr  # the same command again: unchanged, and said
+        assert f"{iso} exists: unchanged" in again.stdout + again.stderr
         journal = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
         assert str(iso) in journal and "S3cret" not in journal
         proc = vscen("destroy", name, "--output", str(tmp_path / "out"))
