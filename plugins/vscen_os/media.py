@@ -232,7 +232,8 @@ def detect(settings, note) -> str | None:
     if not settings.cdrom and not images:
         return None  # nothing to look at: no cost
     if _no_db():
-        note("os: not detected: no osinfo database found (install the package osinfo-db)")
+        if settings.cdrom:  # a disk alone is no reason to nag
+            note("os: not detected: no osinfo database found (install the package osinfo-db)")
         return None
     hint = "give --os SHORTID ('vscen list os')"
     if settings.cdrom:

@@ -371,3 +371,21 @@ def test_the_shell_shows_the_detected_os_and_where_it_comes_from(real_rules, tmp
                           capture_output=True, text=True, timeout=300)
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert ["os", "opensusetumbleweed", "(detected)"] in rows, proc.stdout + proc.stderr
+
+
+def test_without_a_database_a_note_for_an_iso_and_nothing_for_a_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSINFO_DB_PATH", str(tmp_path / "none"))
+    iso = make_iso(tmp_path / "tw.iso", "openSUSE-Tumbleweed-DVD-x86_6402", "LINUX", "SUSE LINUX GmbH")
+    r = render(cdrom=str(iso))
+    assert r.settings.os is None
+    assert "os: not detected: no osinfo database found (install the package osinfo-db)" in r.ctx.notes
+    image = tmp_path / "debian-11-genericcloud-amd64.qcow2"
+    image.write_bytes(b"QFI\xfb")
+    from conftest import host_files
+
+    from vscen.pipeline import Request
+    from vscen.pipeline import render as run
+
+    r = run(Request(scenarios=["desktop"], host_facts=host_files("kvm"), options={"name": "g"},
+                    disks=[f"path={image},format=qcow2"]), keep_connection=False)
+    assert r.settings.os is None and not [n for n in r.ctx.notes if n.startswith("os:")]
