@@ -389,3 +389,14 @@ def test_without_a_database_a_note_for_an_iso_and_nothing_for_a_disk(tmp_path, m
     r = run(Request(scenarios=["desktop"], host_facts=host_files("kvm"), options={"name": "g"},
                     disks=[f"path={image},format=qcow2"]), keep_connection=False)
     assert r.settings.os is None and not [n for n in r.ctx.notes if n.startswith("os:")]
+
+
+def test_removing_os_profile_wins_over_a_detected_os(real_rules, tmp_path):
+    iso = make_iso(tmp_path / "tw.iso", "openSUSE-Tumbleweed-DVD-x86_6402", "LINUX", "SUSE LINUX GmbH")
+    r = render_for(("os-testing",), host="kvm", options={"name": "g", "cdrom": str(iso)}, remove=["os-profile"])
+    assert not r.resolution.has("os-profile") and "libosinfo" not in r.xml
+    from vscen.errors import RulesError
+
+    with pytest.raises(RulesError, match="--os needs os-profile, which --feature -os-profile removes"):
+        render_for(("os-testing",), host="kvm", options={"name": "g", "cdrom": str(iso), "os": "debian11"},
+                   remove=["os-profile"])
