@@ -209,6 +209,8 @@ SAMPLES = {
     "hostdev": ("0000:03:00.0", "plugin_hostdev", ("0000:03:00.0",)),
     "transient": ("yes", "transient", True),
     "tune-host": ("yes", "plugin_tune_host", True),
+    "prepare-host": ("yes", "plugin_prepare_host", True),
+    "unattend": ("UNATTEND", "plugin_unattend", "UNATTEND"),
     "force": ("yes", "force", True),
     "start": ("yes", "start", True),
     "customise": ("./devices/graphics/@type=spice", "set_", ("./devices/graphics/@type=spice",)),
@@ -255,7 +257,8 @@ def files(tmp_path):
     secret = tmp_path / "pass"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
-    return {"CONFIG": str(config), "FACTS": str(host_files("amd-sev")[0]), "PASS": str(secret)}
+    return {"CONFIG": str(config), "FACTS": str(host_files("amd-sev")[0]), "PASS": str(secret),
+            "UNATTEND": f"admin-password-file={secret}"}
 
 
 def test_every_setting_reaches_vscen_run_as_its_option(session, tmp_path):

@@ -99,7 +99,7 @@ def test_bash_completion_completes_commands_and_choices(tmp_path):
               'COMP_WORDS=(vscen list ""); COMP_CWORD=2; _vscen_completion vscen; echo "${COMPREPLY[@]}"\n'
               'COMP_WORDS=(vscen run --dry); COMP_CWORD=2; _vscen_completion vscen; echo "${COMPREPLY[@]}"\n')
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=completion_env(tmp_path), timeout=120)
-    assert proc.stdout.splitlines() == ["list", "scenarios features validators host-actions", "--dry-run"], proc.stderr
+    assert proc.stdout.splitlines() == ["list", "scenarios features validators host-actions os", "--dry-run"], proc.stderr
 
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="no bash here")

@@ -63,6 +63,32 @@ def _allowed(setting: Setting, exc: Exception | None = None) -> str:
     return f" (for example {setting.example})" if setting.example else ""
 
 
+def derive_declared(settings: Settings, declared: Mapping[str, Setting]) -> Settings:
+    """*settings* with the plugins' settings nobody gave that their ``derive`` finds (an OS
+    detected from the ``--cdrom`` ISO), parsed as the user's would be; source "detected"."""
+    from dataclasses import replace
+
+    from vscen.errors import PluginError, VscenError
+
+    found: dict[str, Any] = {}
+    notes: list[str] = list(settings.notes)
+    for name, setting in sorted(declared.items()):
+        if setting.derive is None or setting.is_disk_key or name in settings.sources:
+            continue
+        try:
+            raw = setting.derive(settings, notes.append)
+        except VscenError:
+            raise
+        except Exception as exc:  # a plugin's bug: named, not a traceback
+            raise PluginError(f"setting '{name}': derive failed: {type(exc).__name__}: {exc}") from exc
+        if raw is not None:
+            found[name] = parse_declared(setting, raw)
+    if not found and len(notes) == len(settings.notes):
+        return settings
+    return replace(settings, extras={**settings.extras, **found}, notes=tuple(notes),
+                   sources={**settings.sources, **{name: "detected" for name in found}})
+
+
 def check_declared(settings: Settings, declared: Mapping[str, Setting]) -> None:
     """Each plugin setting's ``check`` against the settings (a disk key's against each disk)."""
     for name, setting in sorted(declared.items()):

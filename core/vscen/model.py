@@ -206,6 +206,11 @@ class Setting:
     #: for a ``KEY=VALUE,...`` value: its keys, each with what completes it in the shell
     #: ("path", "dir", or a tuple of values): ``{"source": "dir", "readonly": ("yes", "no")}``
     spec: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: where nobody gave the setting, ``derive(settings, note)`` may find its value from the
+    #: others (the OS from the ``--cdrom`` ISO): it returns the text a user would have typed,
+    #: parsed as theirs, or None; ``note(text)`` tells the user what it found (or did not).
+    #: Its source is "detected": below the user's and a scenario's values, above defaults.
+    derive: Callable[[Any, Callable[[str], None]], Any] | None = field(default=None, compare=False)
 
     kind = "setting"
 
@@ -267,11 +272,14 @@ class Command:
     """A ``vscen`` sub-command group a plugin adds (``vscen snapshot ...``).
 
     ``app`` is a ``typer.Typer``, or a ``"module:attribute"`` string naming one, imported only
-    when the command line is built (keeps the plugin's import light).
+    when the command line is built (keeps the plugin's import light). ``listing`` names one of
+    its commands that ``vscen list NAME`` runs too, with the same options (``vscen list os`` is
+    ``vscen os list``); it should take ``--json``.
     """
 
     name: str
     summary: str
     app: Any = field(compare=False)
+    listing: str = ""
 
     kind = "command"

@@ -188,6 +188,8 @@ def _implied_by_settings(request: Request, reg, resolution, settings):
             continue
         for item in setting.implies:
             if item in request.remove:
+                if settings.source(name) == "detected":
+                    continue  # found by its plugin (Setting.derive), not given: the removal wins
                 raise RulesError(f"{setting.cli_option} needs {item}, which --feature -{item} removes")
             if not resolution.has(item):
                 wanted.setdefault(item, setting.cli_option)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vscen.config import flatten
-from vscen.declared import check_declared, parse_declared
+from vscen.declared import check_declared, derive_declared, parse_declared
 from vscen.errors import UsageError, shown
 from vscen.model import Setting
 
@@ -373,6 +373,7 @@ def build_settings(
         transient=parse_declared(_TRANSIENT, values.get("transient")),
         extras=extras, sources=sources, notes=tuple(notes),
     )
+    settings = derive_declared(settings, declared)
     check_declared(settings, declared)
     return settings, problems
 

@@ -54,6 +54,7 @@ def sections(pm, reg) -> dict[str, str]:
         "checks": _checks(reg, built_in("validators"), built_in("host-actions")),
         "options": _options(),
         "shell": _shell(),
+        "commands": _commands(reg, {n: c for n, c in sorted(reg.commands.items()) if reg.plugin_of(n, "commands") in own}),
     }
 
 
@@ -229,6 +230,42 @@ def _config_key(key) -> str:
     if key.setting.startswith("disk."):
         return f"`[disk]` `{key.setting[5:]}`"
     return f"`{key.setting}`" if key.setting else "-"
+
+
+def _commands(reg, commands: dict) -> str:
+    """The built-in plugins' command groups (``vscen.Command``): each command's usage, help
+    and options, from the commands themselves; ``vscen list NAME`` where one is listed."""
+    import typer.main
+
+    from vscen.cli import _command_app
+
+    out = []
+    for name, command in commands.items():
+        app = _command_app(command, _Notes(), reg)
+        if app is None:
+            continue
+        try:
+            group = typer.main.get_command(app)
+        except RuntimeError:  # a group with no command yet
+            continue
+        out += [f"### `vscen {name}`", "", _para(command.summary), ""]
+        for sub_name, sub in group.commands.items():
+            args = [f"{p.name.upper() if p.metavar is None else p.metavar}" for p in sub.params if p.param_type_name == "argument"]
+            also = f" (also `vscen list {name}`)" if command.listing == sub_name else ""
+            out.append(f"- `vscen {name} {sub_name}{''.join(' ' + a for a in args)} [OPTIONS]`{also}: "
+                       + _md(" ".join((sub.help or "").split())))
+            for param in sub.params:
+                if param.param_type_name == "option" and param.opts[0] != "--help":
+                    value = "" if param.is_flag else f" {param.metavar or param.type.name.upper()}"
+                    out.append(f"  - `{param.opts[0]}{value}`: {_md(' '.join((param.help or '').split()))}")
+        out.append("")
+    return "\n".join(out)
+
+
+class _Notes:
+    """Where ``_command_app`` puts a warning (the guide is made from loaded plugins only)."""
+
+    notes: list = []
 
 
 def _shell() -> str:

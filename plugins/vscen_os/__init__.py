@@ -20,13 +20,19 @@ database (Debian package ``osinfo-db``, read by ``osdb.py``) says of it, as virt
 - the libosinfo metadata element (``<libosinfo:os id=...>``), so virt-manager and other
   tools recognise the OS.
 
-``vscen os list [--json] [--family linux|windows|...]`` and ``vscen os show SHORTID
-[--json]`` show what the database knows (``cli.py``).
+Without ``--os``, the OS is detected (``Setting.derive``, ``media.py``) from the ``--cdrom``
+ISO's volume, system, publisher and application ids and volume size, as libosinfo matches the
+database's ``<media>`` rules, or from a disk image's file name (a disk's ``backing`` base or
+an existing disk) equal to one of its ``<image>`` URLs; a note says what was found, or why
+nothing was (no error); an explicit ``--os`` always wins and nothing is read then.
+
+``vscen list os [--json] [--family linux|windows|...]`` (also ``vscen os list``) and ``vscen
+os show SHORTID [--json]`` show what the database knows (``cli.py``).
 """
 
 from __future__ import annotations
 
-from vscen import Command, Feature, Setting, hookimpl
+from vscen import Command, Feature, HostAction, Setting, hookimpl
 
 LIBOSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 #: what an OS needs that the database does not say (the 2022 osinfo-db has no TPM for Windows
@@ -239,19 +245,81 @@ OS_PROFILE = Feature(
 )
 
 
+def detect_os(settings, note):
+    """The OS of the --cdrom ISO or of a disk's image, where --os is not given (``media.py``)."""
+    if not settings.cdrom and not any(d.backing or d.path for d in settings.disks) and not settings.get("image"):
+        return None  # nothing to look at: the media module is not even imported
+    from vscen_os import media
+
+    return media.detect(settings, note)
+
+
 @hookimpl
 def vscen_register_settings(register):
     register(Setting(name="os", parse=parse_os, example="win11", metavar="SHORTID", implies=("os-profile",),
-                     help="The guest's operating system, by osinfo short-id (win11, debian11: 'vscen os list'): "
-                          "its minimum resources, drivers and firmware."))
+                     derive=detect_os,
+                     help="The guest's operating system, by osinfo short-id (win11, debian11: 'vscen list os'): "
+                          "its minimum resources, drivers and firmware. Without it, detected from the --cdrom "
+                          "ISO's volume id or a disk image's file name, as osinfo's media rules say."))
+    register(Setting(name="unattend", parse=_parse_unattend, example="admin-password-file=/root/win-admin.txt",
+                     metavar="KEY=VALUE,...", implies=("windows-unattend",),
+                     spec={"admin-password-file": "path", "product-key": (), "language": ()},
+                     help="Install Windows unattended: admin-password-file=FILE (the Administrator's password, "
+                          "written only into the guest's autounattend.xml ISO), optionally product-key=KEY and "
+                          "language=en-US."))
+
+
+def _parse_unattend(text):
+    from vscen_os import unattend
+
+    return unattend.parse(text)
+
+
+def _unattend_finish(domain, ctx):
+    from vscen_os import unattend
+
+    unattend.finish(domain, ctx)
+
+
+def _unattend_plan(ctx):
+    from vscen_os import unattend
+
+    return unattend.plan(ctx)
+
+
+def _unattend_undo(connection, record):
+    from vscen_os import unattend
+
+    unattend.undo(connection, record)
+
+
+WINDOWS_UNATTEND = Feature(
+    name="windows-unattend",
+    summary="Windows installed unattended (--unattend) from an autounattend.xml ISO",
+    category="os",
+    finish=_unattend_finish,
+    host_actions=("unattend-media",),
+    details="For a Windows --os: autounattend.xml and windows.cmd made by the osinfo database's own "
+            "install scripts (the XSLT templates virt-install runs through libosinfo), with the "
+            "Administrator's password from admin-password-file=FILE, on a small Joliet ISO "
+            "/var/lib/libvirt/images/NAME-unattend.iso (mode 600, host action unattend-media, removed by "
+            "vscen destroy), attached as the next SATA CD-ROM (E:, after the install ISO).",
+)
 
 
 @hookimpl
 def vscen_register_features(register):
     register(OS_PROFILE)
+    register(WINDOWS_UNATTEND)
+
+
+@hookimpl
+def vscen_register_host_actions(register):
+    register(HostAction(name="unattend-media", summary="the unattended-installation ISO of a Windows guest",
+                        plan=_unattend_plan, undo=_unattend_undo))
 
 
 @hookimpl
 def vscen_register_commands(register):
     register(Command(name="os", summary="What the osinfo database knows of operating systems (--os).",
-                     app="vscen_os.cli:app"))
+                     app="vscen_os.cli:app", listing="list"))

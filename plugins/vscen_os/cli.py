@@ -32,14 +32,36 @@ def _need_db():
     return osdb
 
 
+#: what ``--json`` gives of an OS (``vscen os show --json``; ``vscen list os --json`` a list of
+#: them): a stable shape, documented in the command's help and checked by the tests
+JSON_KEYS = ("short_id", "short_ids", "id", "name", "version", "vendor", "family", "distro", "release_date",
+             "eol_date", "derives_from", "upgrades", "arch", "minimum", "recommended", "firmware", "requires_efi",
+             "devices")
+
+
 @app.command("list")
 def list_(
     family: Annotated[Optional[str], typer.Option(help="Only this family: linux, windows (winnt, win9x, win16), freebsd...")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON: a list of objects, as 'vscen os show --json'.")] = False,
 ):
-    """The operating systems the osinfo database knows, by short-id."""
+    """The OSes of the osinfo database, by short-id: also 'vscen list os'.
+
+    Text: one line each, short-id, family and name. With --json a list, by short-id, of
+    objects with the keys short_id, short_ids, id (the osinfo id), name, version, vendor,
+    family, distro, release_date, eol_date (dates YYYY-MM-DD, "" where unknown), derives_from,
+    upgrades (osinfo ids or null), arch ("x86_64": the arch of what follows), minimum and
+    recommended ({"ram": bytes, "n_cpus": count, "storage": bytes}, null where unknown),
+    firmware ({"efi": true, "bios": false}: supported or not), requires_efi and devices
+    (device names the OS has drivers for).
+    """
+    from vscen import UsageError
+
     osdb = _need_db()
-    found = [o for o in osdb.all_os() if _matches(o, family)]
+    every = osdb.all_os()
+    families = sorted({o.family for o in every if o.family} | {"windows"})
+    if family and family not in families:
+        raise UsageError(f"family: '{family}' is not one of {', '.join(families)}")
+    found = [o for o in every if _matches(o, family)]
     if as_json:
         typer.echo(json.dumps([o.as_dict() for o in found], indent=2))
         return
@@ -51,7 +73,7 @@ def list_(
 def show(
     short_id: Annotated[str, typer.Argument(metavar="SHORTID", help="An osinfo short-id: win11, debian11.")],
     arch: Annotated[str, typer.Option(help="The architecture whose resources and firmware are shown.")] = "x86_64",
-    as_json: Annotated[bool, typer.Option("--json", help="JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: one object, with the keys 'vscen os list' describes.")] = False,
 ):
     """What vscen knows of one OS: resources, firmware, drivers, as --os applies them."""
     from vscen import UsageError

@@ -34,7 +34,7 @@ from pathlib import Path
 SYSTEM_DIR = "/usr/share/osinfo"
 WINDOWS_FAMILIES = ("winnt", "win9x", "win16")
 #: the cache's format: bump when what it holds changes
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def db_dirs() -> list[Path]:
@@ -137,19 +137,9 @@ def _merge(entry: OsEntry, os_el) -> None:
 
 
 def _parse(paths) -> dict[str, OsEntry]:
-    from lxml import etree
-
     entries: dict[str, OsEntry] = {}
-    parser = etree.XMLParser(remove_comments=True, resolve_entities=False, no_network=True)
-    for path in paths:
-        try:
-            root = etree.parse(str(path), parser).getroot()
-        except (OSError, etree.XMLSyntaxError):
-            continue  # libosinfo skips a broken file too; the others still count
-        for os_el in root.iterfind("os"):
-            os_id = os_el.get("id")
-            if os_id:
-                _merge(entries.setdefault(os_id, OsEntry(os_id)), os_el)
+    for _path, os_el in each_os(paths):
+        _merge(entries.setdefault(os_el.get("id"), OsEntry(os_el.get("id"))), os_el)
     return entries
 
 
@@ -179,46 +169,59 @@ def _cache_file() -> Path:
     return Path(base) / "vscen" / "osinfo-index.json"
 
 
-@cache
-def index() -> dict:
-    """``{"short": {short-id: OS id}, "files": {OS id: [paths]}, "devices": {id: name}}`` of
-    the whole database,
-    from the cache where the files are unchanged."""
+def cached(name: str, build) -> dict:
+    """``build()``'s JSON-able result, kept in ``$XDG_CACHE_HOME/vscen/NAME`` while no
+    directory of the database changed (``_signature``)."""
     signature = _signature()
-    cached = _cache_file()
+    path = _cache_file().with_name(name)
     try:
-        data = json.loads(cached.read_text())
+        data = json.loads(path.read_text())
         if data.get("version") == CACHE_VERSION and data.get("signature") == signature:
             return data["index"]
     except (OSError, ValueError, AttributeError):
         pass
-    short: dict[str, str] = {}
-    where: dict[str, list[str]] = {}
-    files = _files("os")
-    from lxml import etree
-
-    parser = etree.XMLParser(remove_comments=True, resolve_entities=False, no_network=True)
-    for path in files:
-        try:
-            root = etree.parse(str(path), parser).getroot()
-        except (OSError, etree.XMLSyntaxError):
-            continue
-        for os_el in root.iterfind("os"):
-            if not os_el.get("id"):
-                continue
-            where.setdefault(os_el.get("id"), []).append(str(path))
-            for sid in os_el.iterfind("short-id"):
-                if sid.text:
-                    short.setdefault(sid.text.strip(), os_el.get("id"))
-    result = {"short": short, "files": where, "devices": _device_names()}
+    result = build()
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         from vscen import atomic_write
 
-        atomic_write(cached, json.dumps({"version": CACHE_VERSION, "signature": signature, "index": result}))
+        atomic_write(path, json.dumps({"version": CACHE_VERSION, "signature": signature, "index": result}))
     except OSError:
         pass  # no cache: slower, not wrong
     return result
+
+
+def each_os(paths=None):
+    """(path, ``<os>`` element) of every OS entry of the database's files, in file order."""
+    from lxml import etree
+
+    parser = etree.XMLParser(remove_comments=True, resolve_entities=False, no_network=True)
+    for path in _files("os") if paths is None else paths:
+        try:
+            root = etree.parse(str(path), parser).getroot()
+        except (OSError, etree.XMLSyntaxError):
+            continue  # libosinfo skips a broken file too; the others still count
+        for os_el in root.iterfind("os"):
+            if os_el.get("id"):
+                yield path, os_el
+
+
+@cache
+def index() -> dict:
+    """``{"short": {short-id: OS id}, "files": {OS id: [paths]}, "devices": {id: name}}`` of
+    the whole database, from the cache where the files are unchanged."""
+    return cached("osinfo-index.json", _build_index)
+
+
+def _build_index() -> dict:
+    short: dict[str, str] = {}
+    where: dict[str, list[str]] = {}
+    for path, os_el in each_os():
+        where.setdefault(os_el.get("id"), []).append(str(path))
+        for sid in os_el.iterfind("short-id"):
+            if sid.text:
+                short.setdefault(sid.text.strip(), os_el.get("id"))
+    return {"short": short, "files": where, "devices": _device_names()}
 
 
 @cache

@@ -61,18 +61,38 @@ def build_app(config: Path | None = None) -> typer.Typer:
     app.command(no_args_is_help=True)(run.command(reg))
     app.command()(guests.destroy)
     app.command()(guests.status)
-    app.command("list")(catalog.list_)
+    groups = {name: _command_app(command, pm, reg) for name, command in sorted(reg.commands.items())}
+    app.add_typer(catalog.list_app(_listings(reg, pm, groups)), name="list")
     app.command()(catalog.plugins)
     app.command()(catalog.rules)
     app.command()(catalog.validate)
     app.command("shell")(shell_command)
     app.add_typer(host.app, name="host")
     app.add_typer(plugin.app, name="plugin")
-    for name, command in sorted(reg.commands.items()):
-        group = _command_app(command, pm, reg)
+    for name, group in groups.items():
         if group is not None:
-            app.add_typer(group, name=name, help=command.summary)
+            app.add_typer(group, name=name, help=reg.commands[name].summary)
     return app
+
+
+def _listings(reg, pm, groups) -> dict:
+    """What plugins add to ``vscen list`` (``vscen.Command.listing``): name -> (summary, the
+    function of the group's command); one that cannot be had is left out with a warning."""
+    from vscen.cli.catalog import Kind
+
+    out = {}
+    for name, group in groups.items():
+        command = reg.commands[name]
+        if group is None or not command.listing:
+            continue
+        found = [c.callback for c in group.registered_commands
+                 if (c.name or c.callback.__name__.replace("_", "-")) == command.listing]
+        if name in {k.value for k in Kind} or not found:
+            why = "the core lists that itself" if found else f"its group has no command '{command.listing}'"
+            pm.notes.append(f"{reg.describe(name, 'commands')}: 'vscen list {name}' is left out: {why}")
+            continue
+        out[name] = (command.summary, found[0])
+    return out
 
 
 def _command_app(command, pm, reg):

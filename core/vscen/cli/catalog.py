@@ -48,6 +48,32 @@ def list_(
         typer.echo(f"{r['name']:<{width}}  {r['summary']}{extra}  (plugin {r['plugin']})")
 
 
+def list_app(subjects: dict) -> typer.Typer:
+    """``vscen list [SUBJECT]``: the core's subjects (scenarios, the default, features,
+    validators, host-actions), then what plugins list (*subjects*: name -> (summary, the
+    function of their command, ``vscen.Command.listing``), with its own options)."""
+    app = typer.Typer(help="List scenarios (the default), features, validators, host actions"
+                      + "".join(f", {name}" for name in subjects) + ".")
+
+    @app.callback(invoke_without_command=True)
+    def default(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+        if ctx.invoked_subcommand is None:
+            list_(Kind.scenarios, json_)
+
+    for kind in Kind:
+        app.command(kind.value, help=f"List the {kind.value.replace('-', ' ')}.")(_lister(kind))
+    for name, (summary, function) in subjects.items():
+        app.command(name, help=None if function.__doc__ else summary)(function)
+    return app
+
+
+def _lister(kind: Kind):
+    def command(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+        list_(kind, json_)
+
+    return command
+
+
 def plugins(json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """Installed plugins: name, distribution, version, what they register, hooks, status."""
     pm, _ = loaded()

@@ -100,7 +100,8 @@ class Commands:
 
         def src(*keys):
             # of several keys (a disk's), the one of highest precedence
-            found = sorted((s.source(k) for k in keys), key=lambda w: ("option", "config", "scenario", "default").index(w.split()[0]))
+            # "detected" (a plugin's Setting.derive) and "default" rank last
+            found = sorted((s.source(k) for k in keys), key=lambda w: {"option": 0, "config": 1, "scenario": 2}.get(w.split()[0], 3))
             return "set here" if found[0] == "option" else found[0]
 
         net = s.network
