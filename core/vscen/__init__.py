@@ -56,6 +56,7 @@ _LAZY = {
     # rendered for given facts, made and removed through the journalled path of run and destroy
     "NamedHost": "vscen.hosts", "named_hosts": "vscen.hosts", "read_host": "vscen.hosts",
     "render_guest": "vscen.guests", "run_guest": "vscen.guests", "destroy_guest": "vscen.guests",
+    "output_dir": "vscen.plan",
     # undo proves what it takes back: record shapes, paths, files, hosts
     "check_record": "vscen.ownership", "safe_path": "vscen.ownership", "file_identity": "vscen.ownership",
     "same_file": "vscen.ownership", "replace_file": "vscen.ownership", "BACKUP_MARK": "vscen.ownership",

@@ -135,6 +135,13 @@ def _memory(host: Host, facts) -> tuple[int | None, str]:
 def make_plan(fleet: Fleet, *, output: Path | None = None, config: Path | None = None,
               states: list[HostState] | None = None) -> Plan:
     """The placement of every guest of *fleet*; *states*: the hosts read already."""
+    from vscen import output_dir
+
+    output = output_dir(output, config)  # once: each guest's journal is looked for there
+    try:  # the guests with a directory there: the others were not made (no journal to read)
+        made = {p.name for p in output.iterdir()}
+    except OSError:
+        made = set()
     states = states if states is not None else read_hosts(fleet, config)
     by_name = {s.host.name: s for s in states}
     renders: dict[tuple[int, str], Need | str] = {}
@@ -145,7 +152,8 @@ def make_plan(fleet: Fleet, *, output: Path | None = None, config: Path | None =
             placements.append(Placement(name, group))
         # the guests vscen made already stay where they are, and count first
         for p in placements[-len(group.names):]:
-            _pin(p, hosts, renders, fleet, config, output)
+            if p.name in made:
+                _pin(p, hosts, renders, fleet, config, output)
     for p in placements:
         if p.state == "new":
             hosts = [by_name[n] for n in (p.group.hosts or [h.name for h in fleet.hosts])]
