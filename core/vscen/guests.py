@@ -23,30 +23,31 @@ def loaded(config: Path | None = None):
     return _LOADED[key]
 
 
-def _request(scenarios, features, remove, settings, **kw):
+def _request(scenarios, features, remove, settings, disks=None, **kw):
     from vscen.config import flatten
     from vscen.pipeline import Request
 
     options = flatten(dict(settings or {}))
     return Request(scenarios=list(scenarios), add=list(features), remove=list(remove), options=options,
-                   loaded=loaded(kw.get("config")), **kw)
+                   disks=list(disks) if disks is not None else None, loaded=loaded(kw.get("config")), **kw)
 
 
-def render_guest(scenarios, *, features=(), remove=(), settings: dict | None = None, host: Any = None,
-                 uri: str | None = None, config: Path | None = None):
+def render_guest(scenarios, *, features=(), remove=(), settings: dict | None = None, disks=None,
+                 host: Any = None, uri: str | None = None, config: Path | None = None):
     """The guest *scenarios* (+ *features*, - *remove*, with *settings* as a config file gives
-    them: ``{"name": "a", "memory": "2GiB", "disk": {"size": "4GiB"}}``) built for *host* (the
+    them: ``{"name": "a", "memory": "2GiB", "disk": {"size": "4GiB"}}``; *disks* as ``--disk``
+    takes them, ``["none"]``) built for *host* (the
     facts ``read_host`` returns) to be defined on *uri*, checked as ``vscen run --dry-run``
     checks it: the rules, the host validators, libvirt's schema, the domain validators.
     Nothing is opened or changed. Returns the result (``.xml``, ``.checks``, ``.settings``,
     ``.resolution``, ``.warnings``); vscen's errors say why the guest cannot be had there."""
     from vscen.pipeline import render
 
-    request = _request(scenarios, features, remove, settings, facts=host, connect=uri, config=config)
+    request = _request(scenarios, features, remove, settings, disks, facts=host, connect=uri, config=config)
     return render(request, keep_connection=False)
 
 
-def run_guest(scenarios, *, features=(), remove=(), settings: dict | None = None, uri: str | None = None,
+def run_guest(scenarios, *, features=(), remove=(), settings: dict | None = None, disks=None, uri: str | None = None,
               host_facts=(), output: Path | None = None, start: bool = False, force: bool = False,
               wait: float | None = 60.0, progress=None, config: Path | None = None) -> dict:
     """Make the guest as ``vscen run`` does (render, plan, apply step by step into the guest's
@@ -59,7 +60,7 @@ def run_guest(scenarios, *, features=(), remove=(), settings: dict | None = None
     from vscen.pipeline import render
     from vscen.plan import make_plan, output_dir
 
-    request = _request(scenarios, features, remove, settings, host_facts=[Path(p) for p in host_facts],
+    request = _request(scenarios, features, remove, settings, disks, host_facts=[Path(p) for p in host_facts],
                        connect=uri, force=force, config=config)
     result = render(request)
     try:

@@ -47,7 +47,7 @@ def show_memory(value, host, support):
     from vscen_fleet.placement import _gib
 
     if not value:
-        return [("memory", "free memory unknown (not read on a live host)")]
+        return [("memory", "free memory unknown (read only from a live host's libvirt)")]
     return [("memory", f"{_gib(value['total_kib'])} total, {_gib(value['free_kib'])} free, "
                        f"{_gib(value['available_kib'])} available")]
 

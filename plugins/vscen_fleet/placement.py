@@ -196,8 +196,7 @@ def _place(p: Placement, hosts: list[HostState], renders, fleet: Fleet, config) 
         if short:
             p.reasons[state.host.name] = ROOM + short
             continue
-        left = state.memory_kib * fleet.memory_ratio - state.used_memory - need.memory_kib
-        fits.append((left, state))
+        fits.append((_left(state, need, fleet), state))
     if not fits:
         p.state = "refused"
         p.need = next((renders[(p.group.index, s.host.name)] for s in hosts
@@ -215,12 +214,22 @@ def _place(p: Placement, hosts: list[HostState], renders, fleet: Fleet, config) 
              + (f" ({others} other host{'s' if others > 1 else ''} could take it)" if others else ""))
 
 
+def _left(state: HostState, need: Need, fleet: Fleet) -> float:
+    """The memory *state*'s host has left once it takes a guest costing *need*: of its huge
+    pages of the guest's size for a guest backed by them, else of its memory."""
+    if need.hugepages:
+        size, count = need.hugepages
+        return (state.pages.get(size, 0) - state.used_pages.get(size, 0) - count) * size
+    return state.memory_kib * fleet.memory_ratio - state.used_memory - need.memory_kib
+
+
 def _take(state: HostState, p: Placement) -> None:
-    state.used_memory += p.need.memory_kib
     state.used_vcpus += p.need.vcpus
-    if p.need.hugepages:
+    if p.need.hugepages:  # its memory is those pages, not the host's other memory
         size, count = p.need.hugepages
         state.used_pages[size] = state.used_pages.get(size, 0) + count
+    else:
+        state.used_memory += p.need.memory_kib
     state.guests.append(p.name)
 
 
@@ -269,6 +278,11 @@ def guest_settings(group: Group, name: str, host: Host, fleet: Fleet) -> dict:
     return settings
 
 
+def guest_disks(group: Group, name: str) -> list[str] | None:
+    """The group's disks for guest *name* ("{name}" replaced), or None: the scenarios'."""
+    return None if group.disks is None else [d.replace("{name}", name) for d in group.disks]
+
+
 def _render(group: Group, state: HostState, fleet: Fleet, config) -> Need | str:
     from vscen import render_guest
 
@@ -277,7 +291,8 @@ def _render(group: Group, state: HostState, fleet: Fleet, config) -> Need | str:
     settings = guest_settings(group, group.names[0], state.host, fleet)
     try:
         result = render_guest(group.scenarios, features=group.add, remove=group.remove, settings=settings,
-                              host=state.facts, uri=state.host.uri, config=config)
+                              disks=guest_disks(group, group.names[0]), host=state.facts, uri=state.host.uri,
+                              config=config)
     except (UsageError, PluginError) as exc:  # the fleet file's mistake, or a plugin's: not the host's
         raise type(exc)(f"{group.label}: {exc}") from None
     except LibvirtError as exc:

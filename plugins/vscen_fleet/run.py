@@ -1,5 +1,5 @@
 """Apply and destroy a fleet: hosts in parallel (threads, one libvirt connection per guest),
-the guests of one host one after the other, each through the journalled path of ``vscen run``
+the guests of one host (one libvirt URI) one after the other, each through the journalled path of ``vscen run``
 (``vscen.run_guest``: a failing step rolls that guest back, and only that guest) and of
 ``vscen destroy`` (``vscen.destroy_guest``)."""
 
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from vscen import VscenError
-from vscen_fleet.placement import Plan, guest_settings
+from vscen_fleet.placement import Plan, guest_disks, guest_settings
 
 
 def apply_plan(plan: Plan, *, parallel: int = 4, output: Path | None = None, config: Path | None = None,
@@ -17,16 +17,16 @@ def apply_plan(plan: Plan, *, parallel: int = 4, output: Path | None = None, con
     """Make every placed guest; one outcome per guest, in the plan's order: ``{"name", "host",
     "uri", "status": made|unchanged|failed, "steps", "error"}``."""
     fleet = plan.fleet
-    by_host: dict[str, list] = {}
+    by_uri: dict[str, list] = {}  # one libvirt daemon is never driven by two threads at once
     for p in plan.placements:
         if p.host is not None:
-            by_host.setdefault(p.host, []).append(p)
+            by_uri.setdefault(fleet.host(p.host).uri, []).append(p)
 
-    def one_host(name: str) -> list[dict]:
-        host = fleet.host(name)
+    def one_host(uri: str) -> list[dict]:
         out = []
-        for p in by_host[name]:
-            row = {"name": p.name, "host": name, "uri": host.uri, "status": "failed", "steps": [], "error": None}
+        for p in by_uri[uri]:
+            host = fleet.host(p.host)
+            row = {"name": p.name, "host": host.name, "uri": uri, "status": "failed", "steps": [], "error": None}
             try:
                 done = _run(p, host, fleet, output, config, wait)
                 row["steps"] = done["applied"]
@@ -40,7 +40,7 @@ def apply_plan(plan: Plan, *, parallel: int = 4, output: Path | None = None, con
             out.append(row)
         return out
 
-    return _by_order(plan.placements, _parallel(one_host, list(by_host), parallel))
+    return _by_order(plan.placements, _parallel(one_host, list(by_uri), parallel))
 
 
 def _run(p, host, fleet, output, config, wait) -> dict:
@@ -48,7 +48,8 @@ def _run(p, host, fleet, output, config, wait) -> dict:
 
     group = p.group
     return run_guest(group.scenarios, features=group.add, remove=group.remove,
-                     settings=guest_settings(group, p.name, host, fleet), uri=host.uri,
+                     settings=guest_settings(group, p.name, host, fleet), disks=guest_disks(group, p.name),
+                     uri=host.uri,
                      host_facts=host.facts, output=output, start=group.start, wait=wait, config=config)
 
 

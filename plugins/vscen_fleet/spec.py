@@ -14,7 +14,7 @@ from vscen import UsageError, check_name, parse_size
 PLACEMENT_KEYS = ("memory_ratio", "vcpu_ratio", "strategy")
 STRATEGIES = ("spread", "pack")
 HOST_KEYS = ("uri", "facts", "memory", "cpus")
-GUEST_KEYS = ("name", "count", "first", "scenarios", "scenario", "features", "settings", "hosts",
+GUEST_KEYS = ("name", "count", "first", "scenarios", "scenario", "features", "settings", "disks", "hosts",
               "migration_pool", "start")
 #: the setting a migration pool fills with the group's other hosts (easy-migration's --peer)
 PEERS_SETTING = "peers"
@@ -43,6 +43,8 @@ class Group:
     add: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: as --disk takes them, "{name}" standing for the guest's name; None: the scenarios'
+    disks: tuple[str, ...] | None = None
     hosts: tuple[str, ...] = ()
     migration_pool: bool = False
     start: bool = False
@@ -195,6 +197,10 @@ def _groups(value, host_names: set[str], where: str) -> tuple[Group, ...]:
         settings = _table(entry.get("settings", {}), f"{label}.settings", where)
         if "name" in settings:
             raise UsageError(f"{label}.settings.name: {where}: the guests' names come from {label}.name")
+        disks = _strings(entry["disks"], f"{label}.disks", where) if "disks" in entry else None
+        if disks and len(names) > 1 and any("path=" in d and "{name}" not in d for d in disks):
+            raise UsageError(f"{label}.disks: {where}: {len(names)} guests would share one disk path; put "
+                             "{name} in it (path=/var/lib/libvirt/images/{name}.qcow2)")
         hosts = _strings(entry["hosts"], f"{label}.hosts", where) if "hosts" in entry else ()
         for h in hosts:
             if h not in host_names:
@@ -209,7 +215,7 @@ def _groups(value, host_names: set[str], where: str) -> tuple[Group, ...]:
         if flags["migration_pool"] and PEERS_SETTING in settings:
             raise UsageError(f"{label}.settings.{PEERS_SETTING}: {where}: a migration pool's peers are its hosts; "
                              "give one or the other")
-        groups.append(Group(i, pattern, names, scenarios, tuple(add), tuple(remove), settings, hosts, **flags))
+        groups.append(Group(i, pattern, names, scenarios, tuple(add), tuple(remove), settings, disks, hosts, **flags))
     return tuple(groups)
 
 
