@@ -323,6 +323,8 @@ def need_of(xml: str, facts) -> Need:
 
 
 def _gib(kib: float) -> str:
+    if not kib:
+        return "0 GiB"
     for unit, scale in (("TiB", 1 << 30), ("GiB", 1 << 20), ("MiB", 1 << 10)):
         if kib >= scale:
             value = kib / scale

@@ -4,6 +4,7 @@ every mistake a one-line error naming the field, the value and what is allowed."
 
 from __future__ import annotations
 
+import os
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,7 +154,7 @@ def _hosts(table: dict, path: Path, named: dict, where: str) -> tuple[Host, ...]
                 raise UsageError(f"hosts.{name}.cpus: {cpus!r} {where} must be a whole number from 1 to 100000")
         if "uri" in entry:
             uri = _string(entry["uri"], f"hosts.{name}.uri", where)
-            facts = tuple(path.parent / Path(f).expanduser()
+            facts = tuple(Path(os.path.abspath(path.parent / Path(f).expanduser()))
                           for f in _strings(entry.get("facts", []) or [], f"hosts.{name}.facts", where)) \
                 if entry.get("facts") else ()
             hosts.append(Host(name, uri, facts, memory, cpus))

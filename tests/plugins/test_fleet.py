@@ -475,3 +475,16 @@ network = "none"
         import shutil
 
         shutil.rmtree(images, ignore_errors=True)
+
+
+def test_the_example_fleet_plans_and_is_the_one_the_docs_show(tmp_path):
+    from conftest import ROOT
+
+    example = ROOT / "examples" / "fleet" / "fleet.toml"
+    assert "```toml\n" + example.read_text() + "```\n" in (ROOT / "docs" / "fleet.md").read_text()
+    plan = plan_of(example)
+    assert plan.refused == []
+    where = placed(plan)
+    assert {where[f"vault-0{n}"] for n in range(1, 5)} == {"epyc1"}
+    assert {where[f"calc-0{n}"] for n in range(1, 7)} == {"numa1"}
+    assert [where[f"web-{n}"] for n in (1, 2, 3)] == ["kvm1", "kvm2", "kvm1"]
