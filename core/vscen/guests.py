@@ -5,12 +5,16 @@ remove many guests in one process (``render_guest``, ``run_guest``, ``destroy_gu
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from vscen.errors import UsageError
 
 _LOADED: dict = {}
+#: one render at a time in a process: the pipeline shares lxml's RelaxNG validator (whose error
+#: log is its own) and the registry between threads; planning and applying run in parallel
+_RENDERING = threading.Lock()
 
 
 def loaded(config: Path | None = None):
@@ -44,7 +48,8 @@ def render_guest(scenarios, *, features=(), remove=(), settings: dict | None = N
     from vscen.pipeline import render
 
     request = _request(scenarios, features, remove, settings, disks, facts=host, connect=uri, config=config)
-    return render(request, keep_connection=False)
+    with _RENDERING:
+        return render(request, keep_connection=False)
 
 
 def run_guest(scenarios, *, features=(), remove=(), settings: dict | None = None, disks=None, uri: str | None = None,
@@ -62,7 +67,8 @@ def run_guest(scenarios, *, features=(), remove=(), settings: dict | None = None
 
     request = _request(scenarios, features, remove, settings, disks, host_facts=[Path(p) for p in host_facts],
                        connect=uri, force=force, config=config)
-    result = render(request)
+    with _RENDERING:
+        result = render(request)
     try:
         plan = make_plan(result, output_dir(output, config), force=force, start=start)
         journal = Journal.open(plan.out_dir, result.settings.name, result.ctx.uri)

@@ -488,3 +488,29 @@ def test_the_example_fleet_plans_and_is_the_one_the_docs_show(tmp_path):
     assert {where[f"vault-0{n}"] for n in range(1, 5)} == {"epyc1"}
     assert {where[f"calc-0{n}"] for n in range(1, 7)} == {"numa1"}
     assert [where[f"web-{n}"] for n in (1, 2, 3)] == ["kvm1", "kvm2", "kvm1"]
+
+
+def test_an_unreachable_host_is_a_reason_for_every_guest(tmp_path):
+    text = hosts_toml(["amd1"]) + """
+[hosts.gone]
+uri = "test:///nonexistent-fleet-host.xml"
+
+[[guests]]
+name = "v"
+scenario = "computation"
+hosts = ["gone"]
+[guests.settings]
+network = "none"
+"""
+    plan = plan_of(write(tmp_path, text))
+    assert placed(plan) == {"v": None}
+    assert plan.refused[0].reasons["gone"].startswith(
+        "its facts cannot be read: connect: cannot open 'test:///nonexistent-fleet-host.xml'")
+
+
+def test_a_live_host_tells_its_memory(system_conn):
+    from vscen import read_host
+
+    memory = read_host("qemu:///system").fact("fleet.memory")
+    assert 0 < memory["free_kib"] <= memory["available_kib"] <= memory["total_kib"]
+    assert read_host("test:///default").fact("fleet.memory") is None  # made-up figures: not used
