@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vscen import LibvirtError, PluginError, UsageError, VscenError
+from vscen import PluginError, UsageError, VscenError
 from vscen_fleet.spec import PEERS_SETTING, Fleet, Group, Host
 
 #: the fact the fleet plugin reads of a live host's memory (see vscen_fleet.memory)
@@ -295,9 +295,7 @@ def _render(group: Group, state: HostState, fleet: Fleet, config) -> Need | str:
                               config=config)
     except (UsageError, PluginError) as exc:  # the fleet file's mistake, or a plugin's: not the host's
         raise type(exc)(f"{group.label}: {exc}") from None
-    except LibvirtError as exc:
-        return str(exc)
-    except VscenError as exc:
+    except VscenError as exc:  # the rules, the host's checks, the schema: why this host cannot have it
         return str(exc)
     return need_of(result.xml, state.facts)
 
