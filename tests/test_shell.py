@@ -217,6 +217,7 @@ SAMPLES = {
     "config": ("CONFIG", "config", "CONFIG"),
     "host-facts": ("FACTS", "host_facts", ("FACTS",)),
     "connect": ("qemu+ssh://kvm7/system", "connect", "qemu+ssh://kvm7/system"),
+    "host": ("kvm7", "host", "kvm7"),
     "output": ("/srv/vscen", "output", "/srv/vscen"),
     "wait": ("5", "wait", "5.0"),
     "passphrase-file": ("PASS", "plugin_passphrase_file", "PASS"),

@@ -52,6 +52,11 @@ _LAZY = {
     "host_path": "vscen.host.local",
     # the guests vscen made, and libvirt connections (for plugins' commands)
     "guest_journal": "vscen.guests", "guest_lock": "vscen.guests", "open_connection": "vscen.guests",
+    # many guests on many hosts in one process: named hosts, a host's facts read once, a guest
+    # rendered for given facts, made and removed through the journalled path of run and destroy
+    "NamedHost": "vscen.hosts", "named_hosts": "vscen.hosts", "read_host": "vscen.hosts",
+    "render_guest": "vscen.guests", "run_guest": "vscen.guests", "destroy_guest": "vscen.guests",
+    "output_dir": "vscen.plan",
     # undo proves what it takes back: record shapes, paths, files, hosts
     "check_record": "vscen.ownership", "safe_path": "vscen.ownership", "file_identity": "vscen.ownership",
     "same_file": "vscen.ownership", "replace_file": "vscen.ownership", "BACKUP_MARK": "vscen.ownership",

@@ -1,5 +1,7 @@
 """The config files: the system's, the user's and ``--config FILE``, each a TOML table of
-settings (``[disk]`` for the disks' keys), read and checked before any value is used.
+settings (``[disk]`` for the disks' keys) and of named hosts (``[hosts.NAME]``: ``uri``, and
+optionally ``facts``, a recorded ``vscen host snapshot``), read and checked before any value is
+used.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ def load_config(path: Path, required: bool) -> dict[str, Any]:
         raise UsageError(f"config {path}: not UTF-8 text (a TOML file is UTF-8)") from None
     except RecursionError:
         raise UsageError(f"config {path}: nested too deeply to be a vscen config") from None
+    hosts = data.pop("hosts", None)
     values = flatten(data)
+    if hosts is not None:
+        values["hosts"] = _hosts(hosts, path)
     for key, value in values.items():
         problem = _config_type_problem(key, value)
         if problem:
@@ -62,9 +67,46 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
 _TYPE_NAMES = {str: "a string", int: "a whole number", list: "a list of strings", bool: "true or false"}
 
 
+def _hosts(table: Any, path: Path) -> dict[str, dict[str, str]]:
+    """The ``[hosts.NAME]`` tables of the config file at *path*, checked: NAME -> ``{"uri",
+    "facts"?}``, a relative ``facts`` path taken from the config file's directory."""
+    import re
+
+    if not isinstance(table, dict):
+        raise UsageError(f"hosts: {shown(table)} in config {path} must be tables [hosts.NAME] with a uri")
+    out = {}
+    for name, host in table.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise UsageError(f"hosts.{name}: in config {path}: a host name is 1-64 letters, digits, '.', '_' "
+                             "or '-', starting with a letter or digit")
+        if not isinstance(host, dict):
+            raise UsageError(f"hosts.{name}: {shown(host)} in config {path} must be a table (uri = \"...\")")
+        unknown = sorted(set(host) - set(HOST_KEYS))
+        if unknown:
+            raise UsageError(f"hosts.{name}.{unknown[0]}: in config {path} is not a host key; "
+                             f"known keys are {', '.join(HOST_KEYS)}")
+        for key in HOST_KEYS:
+            value = host.get(key)
+            if key == "uri" and value is None:
+                raise UsageError(f"hosts.{name}: in config {path} has no uri (uri = \"qemu+ssh://root@{name}/system\")")
+            if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
+                raise UsageError(f"hosts.{name}.{key}: {shown(value)} in config {path} must be a non-empty string")
+        entry = {"uri": host["uri"]}
+        if "facts" in host:
+            entry["facts"] = str(path.parent / Path(host["facts"]).expanduser())
+        out[name] = entry
+    return out
+
+
+#: the keys of a named host (``[hosts.NAME]``)
+HOST_KEYS = ("uri", "facts")
+
+
 def _config_type_problem(key: str, value: Any) -> str:
     """Why *value* cannot be the config key *key* ('' where it can): the core's keys take
     strings (some numbers), and nothing nests deeper than a table of lists of values."""
+    if key == "hosts":
+        return ""  # checked by _hosts
     if key.startswith("disk.") and key not in _CONFIG_TYPES:
         types: tuple[type, ...] = (str, bool, int)
     else:
@@ -98,3 +140,12 @@ def config_value(key: str, explicit: Path | None = None):
     for _, values in config_layers(explicit):
         value = values.get(key, value)
     return value
+
+
+def named_hosts(explicit: Path | None = None) -> dict[str, dict[str, str]]:
+    """The named hosts of the config files (``[hosts.NAME]``), a higher-precedence file's
+    NAME replacing a lower one's: NAME -> ``{"uri", "facts"?}``, sorted by name."""
+    hosts: dict[str, dict[str, str]] = {}
+    for _, values in config_layers(explicit):
+        hosts.update(values.get("hosts", {}))
+    return dict(sorted(hosts.items()))

@@ -25,6 +25,10 @@ class Request:
     sets: list[str] = field(default_factory=list)
     host_facts: list[Path] = field(default_factory=list)
     connect: str | None = None
+    #: the host's facts read already (``vscen.HostFacts``: many guests for one host): nothing
+    #: is opened, the guest is rendered for *connect* (host actions, which need a connection,
+    #: cannot plan from such a result)
+    facts: Any = None
     #: plugins given in-process as (name, object), for tests and embedding
     plugins: tuple = ()
     entry_points: bool = True
@@ -91,7 +95,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     ctx = Context(settings=settings, host=facts, resolution=resolution,
                   support=request.support or Support.installed(), registry=reg,
-                  uri=connection.uri if connection else "", connection=connection,
+                  uri=connection.uri if connection else (connect or ""), connection=connection,
                   force=request.force)
     ctx.notes.extend(facts.notes)
     ctx.notes.extend(settings.notes)
@@ -148,7 +152,7 @@ def request_settings(request: Request, reg, resolution, rule_problems: list[str]
     for _, values in layers:
         file_conf.update(values)
     connect = request.connect or file_conf.pop("connect", None)
-    ignored = ("connect", "output", "disabled_plugins")  # not guest settings
+    ignored = ("connect", "output", "disabled_plugins", "hosts")  # not guest settings
     layers = [(label, {k: v for k, v in values.items() if k not in ignored}) for label, values in layers]
     chosen = resolution.scenarios if resolution else [reg.scenarios[n] for n in request.scenarios]
     defaults = [(s.name, dict(s.defaults)) for s in chosen]
@@ -230,7 +234,9 @@ def _facts(request: Request, connect: str | None, settings, reg=None, pm=None, n
     from vscen.host import facts as hf
     from vscen.host.connect import EMBEDDED_URI, open_connection
 
-    if request.host_facts:
+    if request.facts is not None:
+        facts, connection, read_from = request.facts, None, None
+    elif request.host_facts:
         facts = hf.load_files(request.host_facts)
         # recorded facts describe another host: define on the embedded driver unless told
         connection = open_connection(connect or EMBEDDED_URI)
@@ -250,7 +256,8 @@ def _facts(request: Request, connect: str | None, settings, reg=None, pm=None, n
         try:
             facts = read_provided(facts, reg, settings=settings, connection=read_from, pm=pm, names=names)
         except BaseException:
-            connection.close()
+            if connection is not None:
+                connection.close()
             raise
     return facts, connection
 

@@ -48,7 +48,7 @@ CORE_KEYS = frozenset({
     "name", "memory", "vcpu", "arch", "machine", "virt_type", "firmware", "boot", "cdrom",
     "network", "graphics", "disk", "disk_size", "connect", "output", "disabled_plugins",
     "feature", "set", "config", "host_facts", "dry_run", "explain", "force", "start", "json",
-    "debug", "version", "help",
+    "debug", "version", "help", "host", "hosts",
 })
 #: the core's disk keys; plugins add their own (``vscen.Setting`` named ``disk.KEY``)
 DISK_KEYS = ("path", "size", "format", "bus", "cache", "io", "discard", "backing",

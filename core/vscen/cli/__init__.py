@@ -52,7 +52,7 @@ def shell_command(
 
 def build_app(config: Path | None = None) -> typer.Typer:
     """The command line for the plugins loaded with *config* (``--config``)."""
-    from vscen.cli import catalog, guests, host, plugin, run
+    from vscen.cli import catalog, guests, host, hosts, plugin, run
 
     pm, reg = loaded(config)
     app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
@@ -68,6 +68,7 @@ def build_app(config: Path | None = None) -> typer.Typer:
     app.command()(catalog.validate)
     app.command("shell")(shell_command)
     app.add_typer(host.app, name="host")
+    app.command("hosts")(hosts.hosts)
     app.add_typer(plugin.app, name="plugin")
     for name, group in groups.items():
         if group is not None:

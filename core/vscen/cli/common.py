@@ -55,8 +55,12 @@ def registry(config: Path | None = None):
 
 
 def complete(kind: str, incomplete: str) -> list[str]:
-    """Shell completion of scenario names, or of +/-feature names."""
+    """Shell completion of scenario names, of +/-feature names, or of named hosts."""
     try:
+        if kind == "hosts":
+            from vscen.config import named_hosts
+
+            return [n for n in named_hosts() if n.startswith(incomplete)]
         _, reg = loaded()
     except Exception:  # completion must never print a traceback into the user's shell
         return []
@@ -65,6 +69,24 @@ def complete(kind: str, incomplete: str) -> list[str]:
     sign = incomplete[:1] if incomplete[:1] in "+-" else "+"
     stem = incomplete.lstrip("+-")
     return [sign + n for n in sorted(reg.features) if n.startswith(stem)]
+
+
+def named_host(name: str, connect, host_facts, config: Path | None):
+    """(connect, host_facts) for ``--host NAME``: the named host's uri and recorded facts;
+    a UsageError for an unknown name or with --connect/--host-facts."""
+    from vscen.config import named_hosts
+    from vscen.errors import UsageError
+
+    if connect or host_facts:
+        raise UsageError("--host: give either --host NAME or --connect/--host-facts, not both "
+                         "(a named host has its uri and facts)")
+    hosts = named_hosts(config)
+    if name not in hosts:
+        known = ", ".join(hosts) or "none"
+        raise UsageError(f"--host: '{name}' is not a named host of the config files (named: {known}); "
+                         f"add [hosts.{name}] with uri = \"...\" to ~/.config/vscen/config.toml")
+    host = hosts[name]
+    return host["uri"], [Path(host["facts"])] if host.get("facts") else []
 
 
 def split_features(values: list[str]) -> tuple[list[str], list[str]]:

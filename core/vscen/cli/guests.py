@@ -20,35 +20,12 @@ def destroy(
 ):
     """Remove exactly what vscen created for guest NAME, newest first: only what it can prove
     it made (see 'Reliability' in docs/host.md)."""
-    from vscen.apply import rollback
     from vscen.cli.common import err
-    from vscen.errors import UsageError, VscenError, raise_all
-    from vscen.guests import guest_journal
-    from vscen.host.connect import open_connection
-    from vscen.journal import GuestLock
+    from vscen.guests import destroy_guest
 
-    journal = guest_journal(name, output, command="destroy")
-    path = journal.path
-    lock = GuestLock(path.parent, wait, notify=err)
-    with lock:
-        journal.reload()  # what another run added while this one waited
-        reg = registry()
-        conn = open_connection(connect or journal.uri)
-        try:
-            total = len(journal.entries)
-            errors: list = []
-            problems = rollback(list(journal.entries), journal, conn, reg, keep_storage=keep_storage, errors=errors)
-        finally:
-            conn.close()
-        if not journal.entries:
-            lock.remove()
-    if any(isinstance(e, UsageError) for e in errors):
-        # records of the wrong shape, or naming what vscen does not write: an edited journal
-        raise_all(UsageError, f"destroy {name}: {path} names what vscen did not make; those records were "
-                  "not taken back", [f"{path}: {p}" for p in problems])
-    raise_all(VscenError, f"destroy {name}: some things could not be removed", problems)
-    kept = len(journal.entries)
-    typer.echo(f"destroyed {name}: removed {total - kept} things vscen made"
+    removed, kept, path = destroy_guest(name, output=output, connect=connect, keep_storage=keep_storage,
+                                        wait=wait, notify=err, registry=registry())
+    typer.echo(f"destroyed {name}: removed {removed} things vscen made"
                + (f", kept {kept} (storage; the journal stays at {path})" if kept else ""))
 
 

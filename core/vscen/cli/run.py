@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vscen.cli.common import complete, err, loaded, setting_param, split_features
+from vscen.cli.common import complete, err, loaded, named_host, setting_param, split_features
 
 
 def run(
@@ -36,6 +36,8 @@ def run(
     config: Annotated[Optional[Path], typer.Option(help="A TOML config file (above the user and system ones).")] = None,
     host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
     connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="A named host of the config files ([hosts.NAME]): its uri, and its recorded facts where it has them (not with --connect or --host-facts).",
+                                                autocompletion=lambda incomplete: complete("hosts", incomplete))] = None,
     output: Annotated[Optional[Path], typer.Option(help="Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen).")] = None,
     disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Size of new disks, e.g. 40G.")] = None,
     transient: Annotated[bool, typer.Option("--transient", help="Start a transient guest: never defined, gone when it stops.")] = False,
@@ -51,6 +53,8 @@ def run(
     from vscen.pipeline import Request, render
 
     add, remove = split_features(feature or [])
+    if host is not None:
+        connect, host_facts = named_host(host, connect, host_facts, config)
     options = {"name": name, "memory": memory, "vcpu": vcpu, "machine": machine, "boot": boot,
                "arch": arch, "virt_type": virt_type, "firmware": firmware, "cdrom": cdrom,
                "network": network, "graphics": graphics, "disk.size": disk_size,

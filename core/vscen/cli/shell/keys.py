@@ -75,6 +75,7 @@ _TAIL: tuple[Key, ...] = (
     Key("config", "config", values="path"),
     Key("host-facts", "host_facts", "list", values="path"),
     Key("connect", "connect", values="connect"),
+    Key("host", "host", values="host"),
     Key("output", "output", values="dir"),
     Key("wait", "wait"),
 )

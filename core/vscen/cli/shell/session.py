@@ -395,6 +395,10 @@ class Session(Commands):
             return [f"{s} " if not s.endswith("//") else s for s in SUGGEST[kind]]
         if kind == "scenario":
             return [f"{s} " for s in self.registry.scenarios]
+        if kind == "host":
+            from vscen.cli.common import complete
+
+            return [f"{h} " for h in complete("hosts", text)]
         if kind == "feature":
             features = self.registry.features
             if text[:1] in ("+", "-"):
