@@ -72,7 +72,7 @@ def ansible(tmp_path_factory):
 def recap(done) -> dict[str, int]:
     m = RECAP.search(done.stdout)
     assert m, done.stdout + done.stderr
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups())))
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()), strict=True))
 
 
 def items(done) -> dict[str, str]:

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Running the ``vscen`` command on the managed node, for the modules of vscen.kvm: the
 executable (``vscen_path``, else ``vscen`` on PATH) with an argument list, never a shell;

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """vscen_guest: a libvirt guest prepared by ``vscen run`` for scenarios, or removed by
 ``vscen destroy``, on the managed node."""
@@ -72,7 +71,9 @@ options:
     type: str
     aliases: [connect]
   output:
-    description: The directory of vscen's guest directories (C(<output>/<name>/domain.xml) and the journal); default C($XDG_DATA_HOME/vscen).
+    description:
+      - The directory of vscen's guest directories (C(<output>/<name>/domain.xml) and the
+        journal); default C($XDG_DATA_HOME/vscen).
     type: path
   force:
     description: Replace what exists and differs (C(vscen run --force)); never a disk.

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """vscen_host_facts: the host as vscen's scenarios see it (``vscen host --json``), as facts."""
 
