@@ -166,6 +166,74 @@ def test_host_facts_of_qemu_system(ansible):
     assert facts["connection"] == "qemu:///system"
 
 
+# -- the example playbook on recorded hosts: no daemon needed ----------------------------------------
+
+def test_example_refuses_a_confidential_guest_where_no_sev_is_offered(ansible, tmp_path):
+    fleet = {"fleet_hosts": "localhost", "vscen_output": str(tmp_path / "out"),
+             "vscen_recorded_facts": [str(p) for p in host_files("local-tcg")],
+             "vscen_guests": [{"name": "ans-vault", "scenario": ["secure-vm"]}]}
+    done = ansible(EXAMPLES / "fleet.yml", "--check", extra=fleet)
+    assert done.returncode != 0 and items(done) == {"ans-vault": "failed"}
+    assert "localhost offers no SEV, SEV-ES, SEV-SNP or TDX: move ans-vault to a host that does" in done.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_mode_shows_the_plan_of_a_confidential_guest_on_a_recorded_sev_host(ansible, tmp_path):
+    """Check mode with --diff: the domain XML vscen would write (with its launch security) and
+    the steps of its plan, built from a recorded AMD SEV host; nothing written."""
+    out = tmp_path / "out"
+    fleet = {"fleet_hosts": "localhost", "vscen_output": str(out), "vscen_uri": "test:///default",
+             "vscen_recorded_facts": [str(p) for p in host_files("amd-sev")],
+             "vscen_settings": {"memory": "1GiB", "disk.size": "1G"},
+             "vscen_guests": [{"name": "ans-vault", "scenario": "secure-vm", "state": "started"}]}
+    done = ansible(EXAMPLES / "fleet.yml", "--check", "--diff", extra=fleet)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert items(done) == {"ans-vault": "changed"}
+    assert f"+++ after: {out}/ans-vault/domain.xml" in done.stdout
+    assert '+  <launchSecurity type="sev' in done.stdout
+    assert "+define domain on test:///default" in done.stdout and "+start domain ans-vault" in done.stdout
+    assert not out.exists()
+
+
+def _module_utils():
+    """The collection's module_utils, imported from its file (it needs no Ansible)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vscen_cli", COLLECTION / "plugins/module_utils/vscen_cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settings_become_a_vscen_config_file_and_xpath_sets():
+    import tomllib
+
+    cli = _module_utils()
+    settings = {"memory": "4GiB", "vcpu": 2, "tune_host": True, "peers": ["qemu+ssh://a/system", 'b"\\c'],
+                "disk.size": "40G", "disk": {"format": "raw"}, "cdrom": "/isos/a \u00e9\n\x7f.iso",
+                "./devices/graphics/@type": "vnc", "skipped": None}
+    values, sets = cli.split_settings(settings)
+    assert sets == ["./devices/graphics/@type=vnc"]
+    parsed = tomllib.loads(cli.to_toml(values))
+    assert parsed == {"memory": "4GiB", "vcpu": 2, "tune_host": True, "peers": ["qemu+ssh://a/system", 'b"\\c'],
+                      "disk": {"size": "40G", "format": "raw"}, "cdrom": "/isos/a \u00e9\n\x7f.iso"}
+    for bad, message in [({"name": "x"}, "settings: 'name' is the module's option 'name'; give it there"),
+                         ({"a b": 1}, "settings: 'a b' is not a vscen setting name"),
+                         ({"./x/@y": True}, "settings: './x/@y' customises the XML and takes one string value"),
+                         ({"peers": [["a"]]}, "settings: 'peers' must be a value or a list of values"),
+                         ({"disk": 1, "disk.size": "1G"}, "settings: 'disk' and 'disk.size' both given")]:
+        with pytest.raises(cli.SettingsError, match=re.escape(message)):
+            cli.to_toml(cli.split_settings(bad)[0])
+
+
+def test_vscen_errors_become_one_line():
+    cli = _module_utils()
+    assert cli.error_message("warning: x\nerror: memory: 'lots' is not a size\n") == "memory: 'lots' is not a size"
+    assert cli.error_message("error: the run would replace what exists (2 problems):\n  - a\n  - b\nExtra\n") \
+        == "the run would replace what exists (2 problems): a; b"
+    assert cli.error_message("Usage: vscen run\n\u2502 No such option: --nope \u2502\n") == "No such option: --nope"
+
+
 # -- vscen_guest: errors --------------------------------------------------------------------------
 
 ERRORS_PLAY = """

@@ -70,6 +70,13 @@ options:
       - With O(state=absent), the guest is removed where vscen made it unless this is given.
     type: str
     aliases: [connect]
+  host_facts:
+    description:
+      - Recorded host facts to build from instead of asking the host (C(vscen run --host-facts)),
+        libvirt capabilities and domcapabilities XML or a C(vscen host snapshot), files on the
+        managed node. Without O(uri), vscen then defines the guest on C(test:///default).
+    type: list
+    elements: path
   output:
     description:
       - The directory of vscen's guest directories (C(<output>/<name>/domain.xml) and the
@@ -181,6 +188,7 @@ def main():
             settings=dict(type="dict", default={}),
             disks=dict(type="list", elements="str"),
             uri=dict(type="str", aliases=["connect"]),
+            host_facts=dict(type="list", elements="path"),
             output=dict(type="path"),
             force=dict(type="bool", default=False),
             vscen_path=dict(type="path"),
@@ -222,6 +230,8 @@ def present(module):
         args += ["--connect", p["uri"]]
     if p["output"]:
         args += ["--output", p["output"]]
+    for path in p["host_facts"] or ():
+        args.append("--host-facts=" + path)
     for disk in p["disks"] or ():
         args.append("--disk=" + disk)
     for feature in p["features"]:
