@@ -392,6 +392,11 @@ def test_fleet_playbook_on_qemu_system(ansible, tmp_path):
         assert not (out / f"{prefix}new").exists()
         assert f"{prefix}new" not in [d.name() for d in conn.listAllDomains()]
 
+        # removal in check mode: reported, nothing removed
+        would = ansible(playbook, "--check", extra=fleet | {"fleet_state": "absent"})
+        assert would.returncode == 0 and items(would) == dict.fromkeys(names, "changed"), would.stdout
+        assert all(conn.lookupByName(n) for n in names) and (out / f"{prefix}test" / "journal.json").exists()
+
         # the fleet removed, everything vscen made with it; a second removal changes nothing
         gone = ansible(playbook, "--diff", extra=fleet | {"fleet_state": "absent"})
         assert gone.returncode == 0, gone.stdout + gone.stderr
