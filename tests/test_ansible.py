@@ -374,6 +374,10 @@ def test_fleet_playbook_on_qemu_system(ansible, tmp_path):
         assert "autoport='yes'" in desk.XMLDesc(0) and "type='vnc'" in desk.XMLDesc(0)
         for name in names:
             assert (out / name / "domain.xml").is_file() and (out / name / "journal.json").is_file()
+        status = subprocess.run([BIN / "vscen", "status", "--json", "--output", out], capture_output=True, text=True)
+        assert status.returncode == 0 and status.stderr == ""  # no libvirt noise at exit either
+        assert {r["name"]: r["state"] for r in json.loads(status.stdout)} == \
+            {names[0]: "running", names[1]: "shut off", names[2]: "shut off"}
 
         second = ansible(playbook, extra=fleet)
         assert second.returncode == 0, second.stdout + second.stderr
