@@ -308,17 +308,21 @@ def _fleet(prefix: str, out: Path, images: Path) -> dict:
 def _leftovers(conn, prefix: str, images: Path) -> list[str]:
     """Whatever carries *prefix* on the daemon (domains, networks, volumes) or lives in *images*
     (a pool over it, files in it), and vscen's files of such guests."""
+    import libvirt
     from lxml import etree
 
     found = [f"domain {d.name()}" for d in conn.listAllDomains() if d.name().startswith(prefix)]
     found += [f"network {n.name()}" for n in conn.listAllNetworks() if n.name().startswith(prefix)]
     for pool in conn.listAllStoragePools():
-        path = etree.fromstring(pool.XMLDesc(0).encode()).findtext("target/path") or ""
+        try:
+            path = etree.fromstring(pool.XMLDesc(0).encode()).findtext("target/path") or ""
+            # libvirt's own view, not refreshed: other tests' pools may be busy (or gone) meanwhile
+            volumes = pool.listAllVolumes() if pool.isActive() else []
+        except libvirt.libvirtError:
+            continue
         if Path(path) == images:
             found.append(f"pool {pool.name()} on {path}")
-        if pool.isActive():
-            pool.refresh(0)
-            found += [f"volume {v.name()} in {pool.name()}" for v in pool.listAllVolumes() if v.name().startswith(prefix)]
+        found += [f"volume {v.name()} in {pool.name()}" for v in volumes if v.name().startswith(prefix)]
     found += [f"file {p}" for p in images.iterdir()] if images.exists() else []
     for directory in ("/etc/libvirt/qemu", "/var/lib/libvirt/qemu/nvram", "/etc/libvirt/qemu/networks"):
         if os.access(directory, os.R_OK):
