@@ -52,6 +52,10 @@ def status(
             made[what[:64]] = made.get(what[:64], 0) + 1
         rows.append({"name": journal.name, "uri": journal.uri, "state": _state_of(journal),
                      "made": made, "directory": str(path.parent)})
+    # closed here, not by the garbage collector at exit, where libvirt's bindings are half gone
+    # and print a traceback ("Exception ignored in virConnect.__del__") on stderr
+    while _connections:
+        _connections.popitem()[1].close()
     if json_:
         typer.echo(json.dumps(rows, indent=2))
         return
