@@ -24,7 +24,8 @@ pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt0 libxm
 if [ "$daemons" = yes ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          ovmf swtpm swtpm-tools dnsmasq-base iptables
-         libvirt-clients-qemu genisoimage)
+         libvirt-clients-qemu genisoimage
+         linux-image-cloud-amd64 busybox-static)  # a tiny guest reads its cloud-init seed (tests)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
