@@ -38,9 +38,7 @@ def build_iso(files: dict[str, bytes]) -> bytes:
     nothing about a password inside it."""
     import secrets
 
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
+    iso = _pycdlib().PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL, app_use=secrets.token_hex(32))
     for name, data in files.items():
         iso.add_fp(io.BytesIO(data), len(data), ISO_NAMES[name], rr_name=name, joliet_path="/" + name)
@@ -52,9 +50,7 @@ def build_iso(files: dict[str, bytes]) -> bytes:
 
 def read_iso(data: bytes) -> tuple[str, dict[str, bytes]]:
     """(volume label, files by Joliet name) of an ISO: to compare a seed that exists."""
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
+    iso = _pycdlib().PyCdlib()
     iso.open_fp(io.BytesIO(data))
     try:
         label = iso.pvd.volume_identifier.decode(errors="replace").strip()
@@ -69,6 +65,17 @@ def read_iso(data: bytes) -> tuple[str, dict[str, bytes]]:
         return label, files
     finally:
         iso.close()
+
+
+def _pycdlib():
+    try:
+        import pycdlib
+    except ImportError:
+        from vscen import HostError
+
+        raise HostError("cloud-init: the seed ISO needs pycdlib, which is not installed; "
+                        "pip install 'vscen[cloud]' (or pycdlib)") from None
+    return pycdlib
 
 
 # -- libvirt -------------------------------------------------------------------------------------
