@@ -56,6 +56,9 @@ def probe(path: str) -> tuple[str, int]:
             raise ValueError(f"is {what}; vscen takes a qcow2 or raw image: {todo}")
     if st.st_size == 0:
         raise ValueError("is empty")
+    if st.st_size % 512:
+        raise ValueError(f"is no disk image: neither qcow2 nor raw (a raw image is whole 512-byte sectors, "
+                         f"and it has {st.st_size} bytes)")
     return "raw", st.st_size
 
 

@@ -137,6 +137,8 @@ def test_combinations_that_would_write_one_file_twice_are_refused(inputs):
     (lambda p: p.write_bytes(bytes(0x8001) + b"CD001" + bytes(100)), "is an ISO 9660 image (install media); vscen takes a "
                                                                      "qcow2 or raw image: give it with --cdrom"),
     (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_text("ssh-ed25519 AAAA user@host\n"), "is no disk image: neither qcow2 nor raw (a raw image is "
+                                                              "whole 512-byte sectors, and it has 27 bytes)"),
     (lambda p: p.mkdir(), "is not a regular file"),
     (lambda p: None, "cannot be read (No such file or directory)"),
 ])
