@@ -9,7 +9,8 @@
     ``storage-volume`` action of plugin ``volumes`` (the disk's ``backing=`` key, which this
     feature sets) and as ``<backingStore>`` of the disk in the domain XML. The overlay has the
     disk's size (``--disk size=...``, 20GiB by default), or the image's where that is larger;
-    the guest's cloud-init grows its root file system to fill it.
+    the guest's cloud-init grows its root file system to fill it. FILE is read on the machine
+    vscen runs on; for a remote host it must be at the same path there (where libvirt reads it).
 
 ``cloud-init`` (``--cloud-init KEY=VALUE``)
     A NoCloud seed for cloud-init: an ISO 9660 image labelled ``cidata`` holding
@@ -25,10 +26,10 @@
 ``cloud-init-seed`` (host action)
     Writes the seed as a volume ``NAME-cidata.iso`` of the storage pool that holds the first
     disk's directory (libvirt's images directory without disks), mode 600 and owned by root,
-    through libvirt (remote hosts too). The password is read only when the step runs, and
-    goes into the seed only: never on a command line, in the plan, the journal or a log. A
-    seed that exists with the same content is left unchanged; with other content it is
-    replaced only with ``--force``. ``vscen destroy`` deletes it (also with
+    through libvirt (remote hosts too). The password is read when the step runs (and, where
+    a seed exists already, to compare it with that one, in memory), and goes into the seed
+    only: never on a command line, in the plan, the journal or a log. A seed that exists with
+    the same files is left unchanged; with others it is replaced only with ``--force``. ``vscen destroy`` deletes it (also with
     ``--keep-storage``: it holds configuration, not data), while it is still the file vscen
     wrote. Record: ``{"kind": "seed", "pool", "name", "path", "size", "identity"}``
     (the identity's digest covers 256 random bits in the ISO, so it tells nothing of a
@@ -103,7 +104,7 @@ ACTIONS = (
         details="An ISO 9660 image labelled cidata (Joliet and Rock Ridge names user-data, meta-data, "
                 "network-config), built in memory with pycdlib, uploaded through libvirt as the raw "
                 "volume NAME-cidata.iso (mode 0600, owner root) of the active pool holding disk 1's "
-                "directory. The root password is read only when the step runs. An identical seed is "
+                "directory. The root password is read only when the step runs (or to compare a seed that exists). An identical seed is "
                 "left unchanged; another one is replaced only with --force. Undo deletes the volume "
                 "while it is the one vscen wrote (same pool, path, size and, locally, file identity).",
     ),

@@ -21,6 +21,8 @@ LABEL = "cidata"
 #: ISO 9660 level-1 names (8.3) of the files; Joliet and Rock Ridge carry the real ones
 ISO_NAMES = {"user-data": "/USERDATA.;1", "meta-data": "/METADATA.;1", "network-config": "/NETCONF.;1"}
 SUFFIX = "-cidata.iso"
+#: a seed larger than this is not one vscen made (it compares only smaller ones)
+MAX_SEED = 64 * 1024**2
 
 
 def seed_path(settings) -> str:
@@ -145,7 +147,7 @@ def plan(ctx):
                         f"start one (virsh pool-define-as NAME dir --target {directory}; virsh pool-start NAME)")
     replace = False
     if existing is not None or (local and os.path.lexists(path)):
-        if local and _same_seed(path, seed_files(value, s.name)):
+        if not test and _same_seed(conn, existing, path if local else None, seed_files(value, s.name)):
             ctx.note(f"cloud-init seed {path} holds this seed already: unchanged")
             return []
         if not ctx.force:
@@ -166,13 +168,39 @@ def plan(ctx):
     return [Step(description, do)]
 
 
-def _same_seed(path: str, files: dict[str, bytes]) -> bool:
+def _same_seed(conn, vol, path: str | None, files: dict[str, bytes]) -> bool:
+    """Whether the seed there holds *files* (read from the file on this machine, else through
+    libvirt): the same command run again changes nothing."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(64 * 1024**2)
+        if path is not None:
+            with open(path, "rb") as f:
+                data = f.read(MAX_SEED)
+        elif vol is not None and vol.info()[1] <= MAX_SEED:
+            data = _download(conn, vol)
+        else:
+            return False
         return read_iso(data) == (LABEL, files)
     except Exception:  # unreadable, or not an ISO at all: not this seed
         return False
+
+
+def _download(conn, vol) -> bytes:
+    stream = conn.newStream(0)
+    vol.download(stream, 0, 0, 0)
+    chunks = []
+    try:
+        while True:
+            chunk = stream.recv(1024**2)
+            if not chunk:
+                break
+            if isinstance(chunk, int):  # -2: would block (a blocking stream does not)
+                continue
+            chunks.append(chunk)
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    return b"".join(chunks)
 
 
 def _make(ctx, value, path: str, replace: bool) -> dict:
@@ -187,7 +215,7 @@ def _make(ctx, value, path: str, replace: bool) -> dict:
     pool = _pool_holding(conn, directory)
     if pool is None:
         raise LibvirtError(f"cloud-init seed {path}: no active storage pool keeps its volumes in {directory}")
-    data = build_iso(seed_files(value, s.name, secrets=True))
+    data = build_iso(seed_files(value, s.name))
     try:
         pool.refresh(0)
         if replace:

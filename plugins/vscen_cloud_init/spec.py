@@ -2,8 +2,9 @@
 option repeated) and the NoCloud files made of it: ``user-data``, ``meta-data`` and, when
 given, ``network-config``.
 
-A root password is read from its file only when the seed is written (``seed_files(...,
-secrets=True)``), never at parse or plan time, and goes nowhere but into the seed."""
+A root password is read from its file only when the seed is written, or compared with a seed
+that exists (in memory: the same command run again changes nothing), never at parse time; it
+goes nowhere but into the seed."""
 
 from __future__ import annotations
 
@@ -144,9 +145,8 @@ def describe(value) -> str:
     return f"{user}, {meta}{net}"
 
 
-def seed_files(value, guest: str, secrets: bool = True) -> dict[str, bytes]:
-    """The seed's files by name. *secrets*: read the root password (only when the seed is
-    written, or compared with one that exists)."""
+def seed_files(value, guest: str) -> dict[str, bytes]:
+    """The seed's files by name (the root password read from its file here)."""
     given = pairs(value)
     files: dict[str, bytes] = {}
     by_key = dict(given)
@@ -162,7 +162,7 @@ def seed_files(value, guest: str, secrets: bool = True) -> dict[str, bytes]:
             lines += ["ssh_authorized_keys:", *[f"  - {_q(k)}" for k in keys],
                       "users:", "  - default", "  - name: root", "    ssh_authorized_keys:", *[f"      - {_q(k)}" for k in keys],
                       "disable_root: false"]
-        if "root-password-file" in by_key and secrets:
+        if "root-password-file" in by_key:
             password = root_password(by_key["root-password-file"])
             lines += ["chpasswd:", "  expire: false", "  users:", "    - name: root",
                       f"      password: {_q(password)}", "      type: text"]

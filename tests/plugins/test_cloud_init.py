@@ -579,6 +579,13 @@ def test_a_guest_on_qemu_system_reads_its_seed_and_the_base_stays_untouched(syst
 
         assert [s for s in make_plan(again, tmp_path).steps if s.owner != "vscen"] == []
         assert f"cloud-init seed {seed} holds this seed already: unchanged" in again.ctx.notes
+        from vscen_cloud_init.seed import _same_seed
+        from vscen_cloud_init.spec import parse_item, seed_files
+
+        files = seed_files((parse_item(items[0]), parse_item(items[1])), name)
+        vol = conn.storageVolLookupByPath(str(seed))
+        assert _same_seed(conn, vol, None, files)  # as for a remote host: downloaded through libvirt
+        assert not _same_seed(conn, vol, None, {**files, "meta-data": b"instance-id: other\n"})
         again.connection.close()
     finally:
         problems = rollback(result, journal)
