@@ -1,31 +1,25 @@
 """Plugin cloud-init: ``--image`` (a cloud image as the read-only base of a copy-on-write
 overlay) and ``--cloud-init`` (a NoCloud seed ISO as a private volume, attached as a read-only
-CD-ROM).
+CD-ROM): what the user gives, the seed, the domain XML (goldens), and the host action on
+test:///default. Guests on qemu:///system that read the seed: test_cloud_init_guest.py.
 
 What is checked against something independent: the seed ISO with genisoimage's ``isoinfo``
-(volume id, Joliet and Rock Ridge names, contents), the overlay with ``qemu-img info``, the
-volume's mode and owner with ``os.stat``, the domain with libvirt (test:///default, and
-qemu:///system where a guest is started: a tiny Linux, the host's cloud kernel with a
-busybox initramfs the test builds, mounts the CD-ROM and prints what it finds on its serial
-console, which the test reads). Everything a test makes is named ``cloud-...`` and removed.
+(volume id, Joliet and Rock Ridge names, contents), the YAML with PyYAML, the domain with
+libvirt's test driver. Everything a test makes is named ``cloud-...`` and removed.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import shutil
-import stat
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DATA, define_on_test_driver, host_files, qemu_system
+from conftest import DATA, define_on_test_driver, host_files
 from lxml import etree
 
 from vscen.errors import ExistsError, UsageError
@@ -387,219 +381,3 @@ def test_undo_refuses_a_journal_naming_what_vscen_did_not_make(tdrv):
     finally:
         conn.close()
 
-
-# -- qemu:///system: a guest reads its seed ------------------------------------------------------
-
-#: the modules a cloud kernel needs to read a CD-ROM on virtio-scsi (built-in ones are skipped)
-GUEST_MODULES = ("virtio_pci", "virtio_scsi", "sr_mod", "isofs")
-INIT = """#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /mnt /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs dev /dev
-for m in $(cat /modules.list); do insmod /modules/$m 2>/dev/null; done
-i=0; while [ ! -b /dev/sr0 ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
-for d in /dev/sr*; do
-  label=$(dd if=$d bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')
-  [ "$label" = cidata ] && echo "CLOUD-TEST label cidata: $d" && mount -t iso9660 -o ro $d /mnt
-done && echo "CLOUD-TEST files: $(ls /mnt | tr '\\n' ' ')"
-echo "CLOUD-TEST user-data begin"; cat /mnt/user-data; echo "CLOUD-TEST user-data end"
-echo "CLOUD-TEST meta-data: $(cat /mnt/meta-data | tr '\\n' ' ')"
-echo CLOUD-TEST done
-poweroff -f
-"""
-
-
-def guest_kernel():
-    """(kernel, modules directory) of a Linux kernel on this machine, the cloud flavour first."""
-    kernels = sorted(glob.glob("/boot/vmlinuz-*"), key=lambda k: ("cloud" not in k, k))
-    for kernel in kernels:
-        version = kernel.split("vmlinuz-", 1)[1]
-        if os.path.isfile(f"/lib/modules/{version}/modules.dep"):
-            return kernel, Path(f"/lib/modules/{version}")
-    return None
-
-
-def static(path: str) -> bool:
-    """Whether the executable at *path* is statically linked (no ELF interpreter named)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8192)
-    except OSError:
-        return False
-    return head[:4] == b"\x7fELF" and b"/ld-linux" not in head and b"ld-musl" not in head
-
-
-def newc(entries) -> bytes:
-    """A cpio archive in the kernel's newc format from (name, mode, data) entries."""
-    out = bytearray()
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], 1):
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
-        out += b"070701" + "".join(f"{f:08x}" for f in fields).encode() + name.encode() + b"\0"
-        out += b"\0" * (-len(out) % 4) + data
-        out += b"\0" * (-len(out) % 4)
-    return bytes(out)
-
-
-def build_initramfs(moddir: Path, busybox: Path) -> bytes:
-    import gzip
-
-    deps = {}
-    for line in (moddir / "modules.dep").read_text().splitlines():
-        mod, _, rest = line.partition(":")
-        deps[os.path.basename(mod).split(".ko")[0].replace("-", "_")] = (mod, rest.split())
-    order: list[str] = []
-
-    def need(path: str):
-        name = os.path.basename(path).split(".ko")[0].replace("-", "_")
-        for dep in deps[name][1]:
-            need(dep)
-        if path not in order:
-            order.append(path)
-
-    for name in GUEST_MODULES:
-        if name in deps:  # else built in
-            need(deps[name][0])
-    entries = [("bin", 0o040755, b""), ("modules", 0o040755, b""), ("bin/busybox", 0o100755, busybox.read_bytes()),
-               ("init", 0o100755, INIT.encode())]
-    for path in order:
-        data = (moddir / path).read_bytes()
-        if path.endswith(".xz"):
-            import lzma
-            data = lzma.decompress(data)
-        entries.append((f"modules/{os.path.basename(path).split('.ko')[0]}.ko", 0o100644, data))
-    listing = "".join(f"{os.path.basename(p).split('.ko')[0]}.ko\n" for p in order)
-    entries.append(("modules.list", 0o100644, listing.encode()))
-    return gzip.compress(newc(entries), mtime=0)
-
-
-def direct_boot_plugin(kernel: str, initrd: str, log: str):
-    """An inline plugin: boot *kernel* with *initrd*, the serial console into *log*."""
-    import vscen
-    from vscen.model import Feature
-
-    def apply(domain, ctx):
-        os_el = domain.ensure("os")
-        os_el.ensure("kernel").text(kernel)
-        os_el.ensure("initrd").text(initrd)
-        os_el.ensure("cmdline").text("console=ttyS0 panic=-1 loglevel=4")
-        serial = domain.ensure("devices").add("serial", type="file")
-        serial.add("source", path=log)
-        serial.add("target", port="0")
-
-    class Plugin:
-        @vscen.hookimpl
-        def vscen_register_features(self, register):
-            register(Feature(name="cloud-test-boot", summary="direct kernel boot, serial to a file", apply=apply))
-
-    return ("cloud-test-boot", Plugin())
-
-
-@pytest.fixture
-def system_dir():
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
-    t = tag()
-    root = IMAGES / f"cloud-test-{t}"
-    root.mkdir(parents=True)
-    try:
-        yield conn, t, root
-    finally:
-        import libvirt
-
-        for d in conn.listAllDomains(0):
-            if t in d.name():
-                if d.isActive():
-                    d.destroy()
-                d.undefine()
-        for p in conn.listAllStoragePools(0):
-            target = etree.fromstring(p.XMLDesc(0).encode()).findtext("target/path") or ""
-            if target.startswith(str(root)):
-                try:
-                    if p.isActive():
-                        p.destroy()
-                    p.undefine()
-                except libvirt.libvirtError:
-                    pass
-        shutil.rmtree(root, ignore_errors=True)
-        conn.close()
-
-
-def test_a_guest_on_qemu_system_reads_its_seed_and_the_base_stays_untouched(system_dir, inputs, tmp_path):
-    conn, t, root = system_dir
-    found = guest_kernel()
-    busybox = next((b for b in (shutil.which("busybox"), "/bin/busybox") if b and static(b)), None)
-    missing = ("no Linux kernel with modules in /boot (apt-get install linux-image-cloud-amd64)" if found is None else
-               "no static busybox (apt-get install busybox-static)" if busybox is None else None)
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have them (scripts/setup.sh --daemons installs them): {missing}")
-        pytest.skip(f"{missing}, as scripts/setup.sh --daemons does")
-    kernel, moddir = found
-    initrd = root / "initrd.gz"
-    initrd.write_bytes(build_initramfs(moddir, Path(busybox)))
-    log = root / "console.log"
-    image = root / "debian-12-genericcloud-amd64.qcow2"
-    shutil.copy(inputs["image"], image)
-    digest = sha256(image)
-    name = f"cloud-{t}"
-    items = [f"user-data={inputs['user']}", "hostname=seen-by-guest"]
-    from vscen.pipeline import Request
-    from vscen.pipeline import render as run
-
-    def request():
-        return Request(scenarios=[], add=["storage", "cloud-test-boot"], connect=SYSTEM_URI,
-                       plugins=(direct_boot_plugin(kernel, str(initrd), str(log)),),
-                       disks=[f"path={root}/disks/{name}.qcow2,size=96M"],
-                       options={"name": name, "network": "none", "virt_type": "qemu", "memory": "256MiB", "vcpu": 1,
-                                "image": str(image), "cloud_init": items})
-
-    result = run(request())
-    seed = root / "disks" / f"{name}-cidata.iso"
-    plan, journal = plan_apply(result, tmp_path, start=True)
-    try:
-        st = os.stat(seed)
-        assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
-        assert "Volume id: cidata" in isoinfo("-d", "-i", str(seed)).splitlines()
-        assert isoinfo("-J", "-x", "/user-data", "-i", str(seed)) == inputs["user"].read_text()
-        info = qemu_img_info(root / "disks" / f"{name}.qcow2")
-        assert info["backing-filename"] == str(image) and info["backing-filename-format"] == "qcow2"
-        assert info["virtual-size"] == 96 * 1024**2  # the disk's size, not the image's 64M
-        live = etree.fromstring(conn.lookupByName(name).XMLDesc(0).encode())
-        store = live.find("devices/disk[@device='disk']/backingStore")
-        assert store.find("source").get("file") == str(image) and store.find("format").get("type") == "qcow2"
-        deadline = time.monotonic() + 240
-        text = ""
-        while time.monotonic() < deadline and "CLOUD-TEST done" not in text:
-            time.sleep(2)
-            text = log.read_text(errors="replace") if log.exists() else ""
-        assert "CLOUD-TEST done" in text, text[-3000:]
-        lines = text.replace("\r", "").splitlines()
-        assert "CLOUD-TEST label cidata: /dev/sr0" in lines, text  # the CD-ROM, found by its volume id
-        assert "CLOUD-TEST files: meta-data user-data " in lines
-        body = lines[lines.index("CLOUD-TEST user-data begin") + 1:lines.index("CLOUD-TEST user-data end")]
-        assert "\n".join(body) + "\n" == inputs["user"].read_text()
-        assert ('CLOUD-TEST meta-data: instance-id: "vscen-' + name + '" local-hostname: "seen-by-guest" ') in lines
-        # the same command again changes nothing: the seed holds this seed already
-        again = run(request())
-        from vscen.plan import make_plan
-
-        assert [s for s in make_plan(again, tmp_path).steps if s.owner != "vscen"] == []
-        assert f"cloud-init seed {seed} holds this seed already: unchanged" in again.ctx.notes
-        from vscen_cloud_init.seed import _same_seed
-        from vscen_cloud_init.spec import parse_item, seed_files
-
-        files = seed_files((parse_item(items[0]), parse_item(items[1])), name)
-        vol = conn.storageVolLookupByPath(str(seed))
-        assert _same_seed(conn, vol, None, files)  # as for a remote host: downloaded through libvirt
-        assert not _same_seed(conn, vol, None, {**files, "meta-data": b"instance-id: other\n"})
-        again.connection.close()
-    finally:
-        problems = rollback(result, journal)
-        result.connection.close()
-    assert problems == []
-    assert not seed.exists() and not (root / "disks" / f"{name}.qcow2").exists()
-    assert sha256(image) == digest  # the base was only read
-    assert name not in [d.name() for d in conn.listAllDomains(0)]
