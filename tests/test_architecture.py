@@ -3,8 +3,8 @@
 - the core (``core/vscen``) imports no plugin;
 - a plugin (``plugins/vscen_*``, the example third-party plugin) imports only ``vscen``'s
   public API (what ``vscen/__init__.py`` exports), its own package, the standard library and
-  third-party packages (for the built-in plugins: those vscen's distribution depends on); its
-  tests may import ``vscen.testing`` too;
+  third-party packages (for the built-in plugins: those vscen's distribution depends on, an
+  extra's only inside the function that needs it); its tests may import ``vscen.testing`` too;
 - the core's modules have no import cycle.
 
 Imports are read from the source with ``ast``, those inside functions included (a lazy
@@ -163,22 +163,24 @@ def test_built_in_plugins_import_only_the_standard_library_and_declared_dependen
 
     requires = importlib_metadata.requires("vscen") or ()
     declared = {normal(Requirement(r).name) for r in requires if "extra ==" not in r}
-    # an extra's package (pycdlib of 'cloud') only inside a function: vscen works without it
-    extras = {normal(Requirement(r).name) for r in requires if "extra ==" in r}
+    # an extra's package (cryptography for vscen[attest]) only where it is used: inside a function
+    optional = {normal(Requirement(r).name) for r in requires if "extra ==" in r}
     provided = importlib_metadata.packages_distributions()
     offenders = []
     for package in sorted(p for p in PLUGINS.iterdir() if p.name.startswith("vscen_")):
         for path in python_files(package):
-            top_level = {f"{_shown(path)}:{n.lineno}" for n in ast.parse(path.read_text()).body
-                         if isinstance(n, (ast.Import, ast.ImportFrom))}
+            top_level = {f"{_shown(path)}:{node.lineno}" for node in ast.parse(path.read_text()).body
+                         if isinstance(node, (ast.Import, ast.ImportFrom))}
             for imp in imports(path, PLUGINS):
                 top = imp.module.partition(".")[0]
                 if top in sys.stdlib_module_names or top == "vscen" or top.startswith("vscen_") or top == "__future__":
                     continue
                 dists = {normal(d) for d in provided.get(top, ())}
-                if dists & extras and imp.where not in top_level:
-                    continue
-                if not dists & declared:
+                if dists & optional and not dists & declared:
+                    if imp.where in top_level:
+                        offenders.append(f"{imp.where}: imports {imp.module} at module level, from an optional "
+                                         "dependency (an extra): import it in the function that needs it")
+                elif not dists & declared:
                     offenders.append(f"{imp.where}: imports {imp.module}, which no dependency of vscen provides")
     assert offenders == [], "\n  ".join(["undeclared imports:", *offenders])
 

@@ -209,6 +209,7 @@ SAMPLES = {
     "hostdev": ("0000:03:00.0", "plugin_hostdev", ("0000:03:00.0",)),
     "transient": ("yes", "transient", True),
     "tune-host": ("yes", "plugin_tune_host", True),
+    "prepare-host": ("yes", "plugin_prepare_host", True),
     "force": ("yes", "force", True),
     "start": ("yes", "start", True),
     "customise": ("./devices/graphics/@type=spice", "set_", ("./devices/graphics/@type=spice",)),

@@ -17,6 +17,14 @@
   The feature pulls in UEFI (the guest measures its boot), ``iommu-platform`` and locked
   memory (encrypted pages must never be swapped), and conflicts with what would cross the
   confidentiality boundary.
+  SMM and Secure Boot: SEV-ES, SEV-SNP and TDX guests cannot have System Management Mode (KVM
+  and QEMU refuse it; the type table cites where), so the feature writes ``<smm state='off'/>``
+  for them, which also keeps libvirt's firmware auto-selection off the SMM-only builds. The
+  host check ``launch-security-smm`` refuses, before anything is built, a feature whose firmware
+  needs SMM (``secure-boot``: every Secure Boot OVMF the distributions ship keeps its variable
+  store in SMM) together with such a type, and the domain check ``launch-security-firmware``
+  refuses SMM or Secure Boot firmware in the finished XML (``--set`` included). Plain SEV keeps
+  Secure Boot with SMM: OVMF's SMM build supports SEV.
 - ``iommu-platform``: an encrypted guest's virtio devices cannot read guest memory directly;
   ``iommu='on'`` (VIRTIO_F_ACCESS_PLATFORM) makes them use the DMA API, so the guest bounces
   I/O through shared, unencrypted buffers. Applied in ``finish``, after every feature has added
@@ -27,23 +35,18 @@
 from __future__ import annotations
 
 from vscen import Conflict, FactProvider, Feature, Validator, hookimpl
-from vscen_launch_security.types import BY_NAME, FACT, SEV_FAMILY, from_domcaps, host_offers, known_by, label, read_kernel
+from vscen_launch_security.types import BY_NAME, FACT, SEV_FAMILY, from_domcaps, host_offers, label, pick, read_kernel
 
 
 def choose(ctx) -> str | None:
     """The strongest type the host offers (the ``launch-security.host`` fact, strongest
     first) that the installed libvirt knows; notes the stronger ones it had to pass over."""
-    skipped = []
-    known = known_by(ctx.support)
-    for sectype in host_offers(ctx.host)["offered"]:
-        if sectype not in BY_NAME:  # a type this plugin cannot write (s390-pv...)
-            continue
-        if sectype in known:
-            for other in skipped:
-                ctx.note(f"launch-security: {label(other)} is offered by the host but the "
-                         f"installed libvirt's schema does not know it: using {label(sectype)}")
-            return sectype
-        skipped.append(sectype)
+    sectype, skipped = pick(ctx.host, ctx.support)
+    if sectype is not None:
+        for other in skipped:
+            ctx.note(f"launch-security: {label(other)} is offered by the host but the "
+                     f"installed libvirt's schema does not know it: using {label(sectype)}")
+        return sectype
     if skipped:
         ctx.note(f"launch-security: the host offers {', '.join(label(t) for t in skipped)} but the installed "
                  "libvirt knows none of them: no launch security is written")
@@ -71,6 +74,18 @@ def apply_launch_security(domain, ctx) -> None:
     ls.ensure("policy").text(kind.policy)
     ctx.note(f"launch-security: using {kind.label} (policy {kind.policy}), the "
              "strongest type the host offers and the installed libvirt knows")
+
+
+def finish_smm(domain, ctx) -> None:
+    """SMM stated off for a type that cannot have it, not left to QEMU's "auto": libvirt's
+    firmware auto-selection then never picks a build that requires SMM. In ``finish``, after
+    every feature: where one turned SMM on (an OS profile asking for Secure Boot), it is left
+    for the ``launch-security-firmware`` check to refuse with the reason."""
+    sectype, _ = pick(ctx.host, ctx.support)
+    if sectype is None or not BY_NAME[sectype].no_smm or domain.find("launchSecurity") is None:
+        return
+    if domain.find("features/smm") is None:
+        domain.ensure("features/smm").set(state="off")
 
 
 def _virtio_devices(devices):
@@ -126,11 +141,13 @@ FEATURES = (
             Conflict("host-filesystem", "host file sharing crosses the confidentiality boundary"),
             Conflict("memballoon", "the host cannot reclaim encrypted memory"),
         ),
-        validators=("confidential-computing",),
+        validators=("confidential-computing", "launch-security-smm"),
         facts=(FACT,),
         details="<launchSecurity> of the strongest type offered by the host and known to "
-                "libvirt; SEV family with the host's cbitpos and reducedPhysBits",
+                "libvirt; SEV family with the host's cbitpos and reducedPhysBits; "
+                "<smm state='off'/> for SEV-ES, SEV-SNP and TDX, which cannot have SMM (in finish)",
         apply=apply_launch_security,
+        finish=finish_smm,
     ),
     Feature(
         name="iommu-platform",
@@ -167,9 +184,16 @@ def _validators():
         Validator(name="confidential-computing",
                   summary="the host offers launch security that the installed libvirt knows",
                   check=checks.check_confidential_computing),
+        Validator(name="launch-security-smm",
+                  summary="no feature that needs SMM (secure-boot) with a type that cannot have it "
+                          "(SEV-ES, SEV-SNP, TDX)",
+                  check=checks.check_smm_features),
         Validator(name="launch-security-platform", kind="domain",
                   summary="a confidential guest runs on q35 with UEFI",
                   check=checks.check_launch_security_platform),
+        Validator(name="launch-security-firmware", kind="domain",
+                  summary="no SMM and no SMM-backed Secure Boot firmware for SEV-ES, SEV-SNP and TDX",
+                  check=checks.check_launch_security_firmware),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from vscen import Check
-from vscen_launch_security.types import BY_NAME, X86_LIBVIRT_TYPES, host_offers, known_by, param
+from vscen_launch_security.types import BY_NAME, X86_LIBVIRT_TYPES, host_offers, known_by, label, of_xml, param, pick
 
 Q35 = re.compile(r"^(pc-)?q35(-.+)?$")
 UEFI_LOADER = re.compile(r"ovmf|edk2|efi", re.IGNORECASE)
@@ -191,6 +191,60 @@ def _intel_kernel_side(ctx, local, fact, bad: str) -> Check:
     return Check("pass", seen)
 
 
+
+
+# -- launch-security-smm, launch-security-firmware -----------------------------------------
+
+#: features (of other plugins, named as rules name them) whose firmware needs SMM, and why
+NEEDS_SMM = {
+    # OVMF's README: Secure Boot is only secure when built with SMM_REQUIRE (the variable store
+    # in SMRAM, out of the guest OS's reach); every Secure Boot descriptor Debian and Fedora
+    # ship lists requires-smm, and none of them lists amd-sev-es, amd-sev-snp or intel-tdx
+    "secure-boot": "UEFI Secure Boot needs SMM: the Secure Boot OVMF builds keep their variable "
+                   "store in SMM, out of the guest OS's reach",
+}
+SECURE_BOOT_FIX = ("remove Secure Boot (--feature -secure-boot): the {label} launch measures the "
+                   "firmware instead, which the guest owner verifies before trusting the guest; "
+                   "Secure Boot with SMM works with plain SEV only")
+
+
+def check_smm_features(ctx):
+    """Refuses, before anything is built, a feature that needs SMM where the launch-security
+    type vscen will write (the one the feature chooses) cannot have it."""
+    wanting = [name for name in NEEDS_SMM if ctx.has(name)]
+    sectype, _ = pick(ctx.host, ctx.support)
+    if not wanting or sectype is None:
+        return []
+    kind = BY_NAME[sectype]
+    if not kind.no_smm:
+        return [Check("pass", f"{', '.join(wanting)} with {kind.label}: OVMF's SMM build supports it")]
+    return [Check("fail", f"feature '{name}' cannot be combined with {kind.label}, the launch security "
+                          f"this host gives: {NEEDS_SMM[name]}, and {kind.no_smm}",
+                  fix=SECURE_BOOT_FIX.format(label=kind.label))
+            for name in wanting]
+
+
+def check_launch_security_firmware(ctx):
+    """The built XML (with --set and plugins' additions) asks for no SMM and no Secure Boot
+    firmware where its launch security cannot have them."""
+    root = ctx.xml
+    sectype = of_xml(root)
+    if sectype is None or not BY_NAME[sectype].no_smm:
+        return []
+    kind = BY_NAME[sectype]
+    checks = []
+    smm = root.find("features/smm")
+    if smm is not None and smm.get("state", "on") == "on":
+        checks.append(Check("fail", f"launch security {kind.label} with SMM on: {kind.no_smm}",
+                            fix="remove <smm> or set state='off'", element=path(smm)))
+    secure = [el for el in root.iterfind("os/firmware/feature[@name='secure-boot']") if el.get("enabled") == "yes"]
+    secure += [el for el in root.iterfind("os/loader[@secure='yes']")]
+    if secure:
+        checks.append(Check("fail", f"launch security {kind.label} with Secure Boot firmware: "
+                                    f"{NEEDS_SMM['secure-boot']}, and {kind.no_smm}",
+                            fix=SECURE_BOOT_FIX.format(label=kind.label), element=path(secure[0])))
+    return checks or [Check("pass", f"launch security {label(sectype)} without SMM (firmware: a build "
+                                    f"whose descriptor lists {kind.firmware})")]
 
 
 # -- launch-security-platform ---------------------------------------------------------------

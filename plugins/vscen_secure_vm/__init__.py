@@ -22,11 +22,19 @@ SECURE_VM = Scenario(
         "Defaults: machine q35, the only x86 machine type confidential guests are supported "
         "on; 4 GiB of memory and 2 vCPUs, since the locked, unswappable memory of a "
         "confidential guest should be sized for it rather than for the 2 GiB general default. "
-        "It cannot share host directories: virtiofs would cross the confidentiality boundary."
+        "It cannot share host directories: virtiofs would cross the confidentiality boundary. "
+        "Its disk is LUKS-encrypted by default (encrypted-disk) wherever the connection keeps "
+        "libvirt secrets: with no passphrase given, the key is a random one that only libvirt's "
+        "private secret store holds, and vscen destroy removes it with the disk; on the embedded "
+        "test driver, which keeps no secrets, a note says the disk is not encrypted; "
+        "--no-encrypt-disk leaves encryption out. Secure Boot (--feature +secure-boot) needs "
+        "SMM, which SEV-ES, SEV-SNP and TDX guests cannot have: it is refused there and kept "
+        "with plain SEV."
     ),
     features=(
-        "launch-security", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon",
-        "tpm", "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng",
+        "launch-security", "confidential-host", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory",
+        "no-memballoon", "tpm", "destroy-on-events", "acpi", "clock", "storage", "encrypted-disk", "network",
+        "serial-console", "rng",
     ),
     defaults={"machine": "q35", "memory": "4GiB", "vcpu": 2},
     conflicts=(

@@ -47,16 +47,24 @@ deleted (``vol.delete``); a secret undefined; a pool vscen created is stopped an
 those that were in it when vscen created it: then it is left in place. Everything already gone
 is fine.
 
+``encrypted-disk`` (a feature; the secure-vm scenario's)
+    Encryption by default: every new qcow2 disk ``encrypt=yes`` where the connection holds
+    libvirt secrets, the key a random one kept only in libvirt's private secret store when no
+    passphrase is given; a note and no encryption on a connection without a secret store
+    (``test:///default``), for raw disks, overlays and disks that exist; ``--no-encrypt-disk``
+    leaves it out (see :mod:`vscen_volumes.default`).
+
 Modules: ``images`` (the images found on the host, compared with the disks asked for; the
-planner both actions share), ``pools``, ``volumes`` (the ``storage-volume`` action) and
-``encryption`` (the ``disk-encryption`` action and the passphrase).
+planner both actions share), ``pools``, ``volumes`` (the ``storage-volume`` action),
+``encryption`` (the ``disk-encryption`` action and the passphrase) and ``default`` (the
+``encrypted-disk`` feature).
 """
 
 from __future__ import annotations
 
 import re
 
-from vscen import HostAction, Setting, VscenError, hookimpl
+from vscen import Feature, HostAction, Setting, VscenError, hookimpl
 from vscen_volumes.encryption import plan_encryption, undo_secret
 from vscen_volumes.images import ENCRYPTION, VOLUME, libvirt_error
 from vscen_volumes.pools import undo_pool
@@ -109,6 +117,31 @@ ACTIONS = (
 )
 
 
+def _prepare_encrypted_disk(ctx) -> None:
+    from vscen_volumes.default import prepare
+
+    prepare(ctx)
+
+
+ENCRYPTED_DISK = Feature(
+    name="encrypted-disk",
+    summary="LUKS-encrypted disks by default where the connection keeps libvirt secrets",
+    category="storage",
+    requires=("storage",),
+    prepare=_prepare_encrypted_disk,
+    details="prepare: encrypt=yes on every new qcow2 disk when the connection has a libvirt secret "
+            "store (not test:///default: a note, no encryption) and the user set no encryption "
+            "(--encrypt-disk/--no-encrypt-disk, encrypt= on a --disk); the key is the passphrase "
+            "given, else a random one kept only in libvirt's private secret store. Raw disks, "
+            "overlays and existing disks are left as they are, with a note.",
+)
+
+
+@hookimpl
+def vscen_register_features(register):
+    register(ENCRYPTED_DISK)
+
+
 @hookimpl
 def vscen_register_host_actions(register):
     for action in ACTIONS:
@@ -151,7 +184,8 @@ SETTINGS = (
             help="libvirt storage pool for new disks (default: the pool of their directory, made if none)."),
     Setting(name="disk.encrypt", flag=True, default=False, option="--encrypt-disk", example="yes", check=_qcow2_only,
             help="LUKS-encrypt new disks (qcow2); the passphrase comes from --passphrase-file, "
-                 "$VSCEN_DISK_PASSPHRASE or a prompt."),
+                 "$VSCEN_DISK_PASSPHRASE or a prompt (secure-vm encrypts by default, with a random "
+                 "key kept in libvirt's secret store; --no-encrypt-disk leaves it out)."),
     Setting(name="passphrase_file", parse=_passphrase_file, metavar="FILE", example="~/.vault-pass",
             help="File holding the disk passphrase (mode 600): read only when the secret is made, never stored."),
 )

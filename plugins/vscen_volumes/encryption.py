@@ -2,8 +2,10 @@
 passphrase, then its LUKS volume; and taking a secret back.
 
 The passphrase is read from an owner-only file, an environment variable or a prompt, only
-when the step that needs it runs. It is never put on a command line, in a log, in the XML, the
-journal or any file of vscen's; it goes to libvirt's secret store through the API only.
+when the step that needs it runs; where the encryption is the ``encrypted-disk`` default and
+no passphrase is given, it is a random key (``secrets.token_urlsafe``, 256 bits) made in the
+step. It is never put on a command line, in a log, in the XML, the journal or any file of
+vscen's; it goes to libvirt's secret store (``private='yes'``) through the API only.
 """
 
 from __future__ import annotations
@@ -32,21 +34,27 @@ ENV = "VSCEN_DISK_PASSPHRASE"
 _cache: dict = {}
 
 
-def default_source(passphrase_file: Path | None):
+def default_source(passphrase_file: Path | None, generated: bool = False):
     """Where the passphrase comes from: *passphrase_file* when given, else ``$VSCEN_DISK_PASSPHRASE``
-    when set, else a prompt: ``("file", path)``, ``("env", name)`` or ``("prompt", None)``."""
+    when set, else a random key where *generated* (the encryption is vscen's default), else a
+    prompt: ``("file", path)``, ``("env", name)``, ``("random", None)`` or ``("prompt", None)``."""
     if passphrase_file is not None:
         return ("file", str(passphrase_file))
     if os.environ.get(ENV):
         return ("env", ENV)
-    return ("prompt", None)
+    return ("random", None) if generated else ("prompt", None)
 
 
 def passphrase(source) -> bytes:
-    """The passphrase from *source* (see ``default_source``), read once per process."""
+    """The passphrase from *source* (see ``default_source``), read once per process; a random
+    key is new each time (one per disk)."""
     if source in _cache:
         return _cache[source]
     kind, where = source
+    if kind == "random":
+        import secrets
+
+        return secrets.token_urlsafe(32).encode()
     if kind == "file":
         path = Path(where)
         try:
@@ -99,13 +107,16 @@ def secret_step(pl: Planner, path: str, existing) -> Step:
     given = pl.ctx.settings.get("passphrase_file")
     name = pl.ctx.settings.name
     uuid = secret_uuid(path)
+    from vscen_volumes.default import is_default
+
+    source = default_source(given, generated=is_default(pl.ctx.settings))
 
     def do():
         import libvirt
         from lxml import etree
 
         # first, so that a bad passphrase source makes nothing
-        value = passphrase(default_source(given))
+        value = passphrase(source)
         conn = connection.conn
         made = False
         if existing:
@@ -132,7 +143,9 @@ def secret_step(pl: Planner, path: str, existing) -> Step:
         return {"kind": "secret", "uuid": uuid, "usage": path, "storage": True}
 
     verb = "set the value of the existing" if existing else "define the"
-    return Step(f"{verb} libvirt secret {uuid} for {path} (private; value: the disk passphrase)", do)
+    what = ("a random key vscen generates, kept only in libvirt's secret store" if source[0] == "random"
+            else "the disk passphrase")
+    return Step(f"{verb} libvirt secret {uuid} for {path} (private; value: {what})", do)
 
 
 def plan_encryption(ctx) -> list[Step]:

@@ -50,8 +50,9 @@ def test_scenarios_as_the_catalog_says(registry):
     secure, desktop, comp = (registry.scenarios[n] for n in ("secure-vm", "desktop", "computation"))
     assert registry.plugin_of("secure-vm", "scenarios") == "secure-vm"
     assert set(secure.features) == {
-        "launch-security", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory", "no-memballoon", "tpm",
-        "destroy-on-events", "acpi", "clock", "storage", "network", "serial-console", "rng"}
+        "launch-security", "confidential-host", "cpu-passthrough", "uefi", "iommu-platform", "locked-memory",
+        "no-memballoon", "tpm", "destroy-on-events", "acpi", "clock", "storage", "encrypted-disk", "network",
+        "serial-console", "rng"}
     assert [c.name for c in secure.conflicts] == ["host-filesystem"]
     assert dict(secure.defaults) == {"machine": "q35", "memory": "4GiB", "vcpu": 2}
     assert set(desktop.features) == {
