@@ -24,7 +24,8 @@ pkgs=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt0 libxm
 if [ "$daemons" = yes ]; then
   pkgs+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
          ovmf swtpm swtpm-tools dnsmasq-base iptables
-         libvirt-clients-qemu genisoimage)
+         libvirt-clients-qemu genisoimage
+         linux-image-cloud-amd64 busybox-static)  # a tiny guest reads its cloud-init seed (tests)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -33,6 +34,17 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$daemons" = yes ] && ! ls /var/cache/vscen-tests/cloud-init/cloud-init_*.deb >/dev/null 2>&1; then
+  # Debian's cloud-init and the Python packages it needs, for the cloud-init plugin's guest
+  # test, which unpacks them into a tiny root file system: downloaded, never installed here
+  mkdir -p /var/cache/vscen-tests/cloud-init
+  (cd /var/cache/vscen-tests/cloud-init && apt-get download -qq cloud-init python3-jinja2 python3-markupsafe \
+     python3-jsonschema python3-attr python3-pyrsistent python3-configobj python3-six python3-jsonpatch \
+     python3-json-pointer python3-netifaces python3-requests python3-urllib3 python3-idna python3-certifi \
+     python3-chardet python3-charset-normalizer python3-serial python3-yaml python3-oauthlib python3-blinker \
+     python3-jwt 2>/dev/null)
 fi
 
 if [ "$daemons" = yes ]; then

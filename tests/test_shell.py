@@ -221,6 +221,8 @@ SAMPLES = {
     "output": ("/srv/vscen", "output", "/srv/vscen"),
     "wait": ("5", "wait", "5.0"),
     "passphrase-file": ("PASS", "plugin_passphrase_file", "PASS"),
+    "image": ("IMAGE", "plugin_image", "IMAGE"),
+    "cloud-init": ("hostname=web1", "plugin_cloud_init", ("hostname=web1",)),
 }
 
 
@@ -258,7 +260,9 @@ def files(tmp_path):
     secret = tmp_path / "pass"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
-    return {"CONFIG": str(config), "FACTS": str(host_files("amd-sev")[0]), "PASS": str(secret),
+    image = tmp_path / "cloud.raw"
+    image.write_bytes(bytes(65536))
+    return {"CONFIG": str(config), "FACTS": str(host_files("amd-sev")[0]), "PASS": str(secret), "IMAGE": str(image),
             "UNATTEND": f"admin-password-file={secret}"}
 
 
