@@ -152,7 +152,7 @@ def test_the_platform_unwraps_the_same_tek_and_tik_the_owner_keeps(platform):
     s = session.create(chain.pdh, 0x0007)
     assert len(s.dh_cert) == certs.SEV_CERT_SIZE and len(s.blob) == 128
     got = platform.launch_start(0x0007, s.dh_cert, s.blob)
-    assert (got["tek"], got["tik"]) == (s.tek, s.tik) and s.tk == s.tek + s.tik
+    assert (got.tek, got.tik) == (s.tek, s.tik) and s.tk == s.tek + s.tik
     # the owner's DH certificate is one the verifier reads back: a PDH-usage ECDH P-384 key, no signatures
     dh = certs.parse_sev_cert(s.dh_cert)
     assert (dh.name, dh.sigs) == ("PDH", ())
@@ -241,7 +241,7 @@ def test_session_from_files_gives_the_platform_its_keys(platform, tmp_path):
     dh = base64.b64decode((tmp_path / "godh.b64").read_text())
     blob = base64.b64decode((tmp_path / "session.b64").read_text())
     got = platform.launch_start(0x0007, dh, blob)
-    assert tk.read_bytes() == got["tek"] + got["tik"]  # virt-qemu-sev-validate --tk: TEK then TIK
+    assert tk.read_bytes() == got.tek + got.tik  # virt-qemu-sev-validate --tk: TEK then TIK
     assert "policy 0x0007 (NODBG+NOKS+ES)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ask_ark.cert", "chain.b64", "godh.b64", "guest.tk",
                                                           "pdh.b64", "session.b64"]  # no temporary left
@@ -256,7 +256,7 @@ def test_session_prints_the_launch_security_xml_without_output_files(platform, t
     ls = etree.fromstring(res.stdout.encode())
     assert ls.findtext("policy") == "0x0003"
     platform.launch_start(0x0003, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "t.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "t.tk").read_bytes()
     assert (tmp_path / "t.tk").read_bytes().hex() not in res.output
 
 
@@ -340,7 +340,7 @@ def test_session_into_a_defined_guest_takes_its_policy(platform, tmp_path, test_
     ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
     assert [el.tag for el in ls] == ["cbitpos", "reducedPhysBits", "policy", "dhCert", "session"]
     platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "a.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "a.tk").read_bytes()
 
     # another session for the same guest: refused without --force, and no orphaned key file
     res = cli(*args, "--tk", tmp_path / "b.tk")
@@ -389,7 +389,7 @@ def test_set_session_puts_an_owners_files_into_a_guest(platform, tmp_path, test_
     assert res.exit_code == 0, res.output
     ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
     platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "o.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "o.tk").read_bytes()
 
 
 # -- what comes from the host is input: nothing in it may crash the verifier -----------------------
@@ -467,7 +467,7 @@ def test_the_session_in_vscens_secure_vm_is_valid_for_libvirt(platform, tmp_path
     validate(etree.tostring(check, encoding="unicode"))
     platform.launch_start(int(ls.findtext("policy"), 16), base64.b64decode(ls.findtext("dhCert")),
                           base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "g.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "g.tk").read_bytes()
 
 
 def test_set_session_names_a_missing_guest(tmp_path):
