@@ -55,6 +55,27 @@ def read_file(option: str, path: Path, private: bool = False, size: int | None =
     return data
 
 
+def open_host(connect: str | None):
+    """vscen's connection to the host at *connect* (else ``LIBVIRT_DEFAULT_URI``, else
+    qemu:///system), never the embedded test driver in its stead: attesting a stand-in for the
+    host the owner meant proves nothing."""
+    from vscen import open_connection
+
+    return open_connection(connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system")
+
+
+def lookup(conn, name: str):
+    """The domain *name* on libvirt connection *conn*; a UsageError naming it when there is none."""
+    import libvirt
+
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise UsageError(f"attest: no guest '{name}' is defined on {conn.getURI()}") from None
+        raise LibvirtError(f"attest: '{name}': {exc.get_error_message()}") from None
+
+
 def load_keys(tik: Path | None, tek: Path | None, tk: Path | None, need_tek: bool = False) -> measure.Keys:
     """The TIK (and TEK) from ``--tik``/``--tek`` (16 raw bytes each) or ``--tk`` (32 bytes:
     TEK then TIK, as sev-tool's ``tmp_tk.bin`` and ``virt-qemu-sev-validate --tk``)."""

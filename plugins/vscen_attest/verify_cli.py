@@ -14,7 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from vscen_attest.cli import app
+from vscen_attest.cli import ConnectOpt
+
+app = typer.Typer(rich_markup_mode=None)
 
 Opt = typer.Option
 FirmwareOpt = Annotated[Optional[Path], Opt("--firmware", "-f",
@@ -31,7 +33,6 @@ Vmsa1Opt = Annotated[Optional[Path], Opt("--vmsa-cpu1", "-1", help="The other vC
 TikOpt = Annotated[Optional[Path], Opt("--tik", help="The guest's TIK (16 bytes, mode 600), as made with its launch session.")]
 TekOpt = Annotated[Optional[Path], Opt("--tek", help="The guest's TEK (16 bytes, mode 600).")]
 TkOpt = Annotated[Optional[Path], Opt("--tk", help="TEK and TIK in one file (32 bytes, TEK first, mode 600).")]
-ConnectOpt = Annotated[Optional[str], Opt("--connect", "-c", help="libvirt URI of the host running the guest (default: qemu:///system).")]
 InsecureOpt = Annotated[bool, Opt("--insecure", "-i",
     help="Read the firmware, kernel, initrd and command line from the host's definition of the guest when not given (proves less).")]
 ResumeOpt = Annotated[bool, Opt("--resume/--no-resume",
@@ -71,16 +72,14 @@ def _note(message: str) -> None:
 
 def _domain(connect: str | None, name: str):
     """(connection, domain) for *name* on *connect*."""
-    import libvirt
+    from vscen_attest.launch import lookup, open_host
 
-    from vscen import LibvirtError, open_connection
-
-    connection = open_connection(connect or "qemu:///system")
+    connection = open_host(connect)
     try:
-        return connection, connection.conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
+        return connection, lookup(connection.conn, name)
+    except BaseException:
         connection.close()
-        raise LibvirtError(f"attest: no domain '{name}' on {connection.uri}: {exc.get_error_message()}") from None
+        raise
 
 
 @app.command()
@@ -90,7 +89,8 @@ def verify(
     api_major: Annotated[Optional[int], Opt("--api-major", help="The platform's SEV API major version.")] = None,
     api_minor: Annotated[Optional[int], Opt("--api-minor", help="The platform's SEV API minor version.")] = None,
     build_id: Annotated[Optional[int], Opt("--build-id", help="The platform's SEV firmware build id.")] = None,
-    policy: Annotated[Optional[int], Opt("--policy", help="The guest's SEV policy (e.g. 7: no debug, no key sharing, SEV-ES).")] = None,
+    policy: Annotated[Optional[str], Opt("--policy", metavar="POLICY", help=(
+        "The guest's SEV policy, decimal or as its <policy> (7 or 0x0007: no debug, no key sharing, SEV-ES)."))] = None,
     firmware: FirmwareOpt = None, kernel: KernelOpt = None, initrd: InitrdOpt = None, cmdline: CmdlineOpt = None,
     num_cpus: CpusOpt = None, cpu_family: FamilyOpt = None, cpu_model: ModelOpt = None, cpu_stepping: SteppingOpt = None,
     vmsa_cpu0: Vmsa0Opt = None, vmsa_cpu1: Vmsa1Opt = None, tik: TikOpt = None, tek: TekOpt = None, tk: TkOpt = None,
@@ -125,7 +125,7 @@ def verify(
                               ("--build-id", build_id), ("--policy", policy)):
             if value is None:
                 raise UsageError(f"{option}: missing: give it (as the platform reported it) or --domain NAME")
-        report = measure.reported(measurement, api_major, api_minor, build_id, policy)
+        report = measure.reported(measurement, api_major, api_minor, build_id, _policy(policy))
         expected = launch.expectation(given)
     else:
         connection, dom = _domain(connect, domain)
@@ -134,7 +134,7 @@ def verify(
             report = measure.reported(
                 measurement if measurement is not None else _b64(live.measurement + live.mnonce),
                 *(v if v is not None else d for v, d in ((api_major, live.api_major), (api_minor, live.api_minor),
-                                                         (build_id, live.build_id), (policy, live.policy))))
+                                                         (build_id, live.build_id), (_policy(policy), live.policy))))
             expected = launch.expectation(given, dom.XMLDesc(0), connection.is_local,
                                           launch.host_cpu_of(connection.conn, _note) if report.sev_es else None, _note)
         finally:
@@ -164,6 +164,21 @@ def verify(
             typer.echo(f"secret packet: {outputs[0]} and {outputs[1]} ({len(secrets)} secret(s), for this launch "
                        f"only); on the host: virsh domsetlaunchsecstate DOMAIN --secrethdr {outputs[0].name} "
                        f"--secret {outputs[1].name} && virsh resume DOMAIN")
+
+
+def _policy(text: str | None) -> int | None:
+    """--policy in decimal (as virt-qemu-sev-validate takes it) or hex (as <policy> and
+    'vscen attest session' write it)."""
+    from vscen import UsageError
+
+    if text is None:
+        return None
+    for base in (10, 0):
+        try:
+            return int(text, base)
+        except ValueError:
+            pass
+    raise UsageError(f"--policy: '{text}' is not allowed (a number: 7, or 0x0007 as <policy> writes it)")
 
 
 def _packet_files(secret_file, header, payload, force):

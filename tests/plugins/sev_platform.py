@@ -255,6 +255,20 @@ def read_secret_table(table: bytes) -> dict[uuid.UUID, bytes]:
 
 # -- the host: QEMU and libvirt in front of test:///default ---------------------------------
 
+def _libvirt_error(message: str):
+    """A libvirtError as libvirt-python raises it for a failed call, *message* its error message."""
+    import libvirt
+
+    class ModelError(libvirt.libvirtError):
+        def get_error_message(self):
+            return message
+
+        def get_error_code(self):
+            return libvirt.VIR_ERR_OPERATION_FAILED
+
+    return ModelError(message)
+
+
 class Launch:
     """One launch of a guest on the host: its context on the chip and what was measured."""
 
@@ -295,7 +309,7 @@ class SevHost:
         root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
         ls = root.find("launchSecurity")
         if ls is None or ls.get("type") != "sev":
-            raise libvirt.libvirtError("model: only SEV guests are started by this host")
+            raise _libvirt_error("model: only SEV guests are started by this host")
         policy = int(ls.findtext("policy"), 16)
         try:
             if self.preset is not None:
@@ -304,7 +318,7 @@ class SevHost:
                 blobs = [base64.b64decode(ls.findtext(tag)) if ls.findtext(tag) else None for tag in ("dhCert", "session")]
                 guest = self.platform.launch_start(policy, *blobs)
         except FirmwareError as exc:
-            raise libvirt.libvirtError(f"internal error: qemu unexpectedly closed the monitor: "
+            raise _libvirt_error(f"internal error: qemu unexpectedly closed the monitor: "
                                        f"sev_launch_start: LAUNCH_START ret=-5 fw_error ({exc})") from None
         data = self.data
         if data is None:
@@ -312,7 +326,7 @@ class SevHost:
             try:
                 firmware = Path(loader).read_bytes()
             except (TypeError, OSError):
-                raise libvirt.libvirtError(f"model: cannot read the guest's <loader> {loader!r}") from None
+                raise _libvirt_error(f"model: cannot read the guest's <loader> {loader!r}") from None
             data = launch_data(firmware, policy, cpus=int(root.findtext("vcpu")), cpu=self.cpu)
         return Launch(guest, data)
 
@@ -327,14 +341,23 @@ class HostConnection:
         return getattr(self._conn, name)
 
     def getSEVInfo(self, flags=0):  # noqa: N802 (libvirt's name)
-        import libvirt
 
         if self._host.platform is None:
-            raise libvirt.libvirtError("model: this host exports no SEV certificates")
+            raise _libvirt_error("model: this host exports no SEV certificates")
         return self._host.platform.sev_info()
 
     def lookupByName(self, name):  # noqa: N802
         return SevDomain(self._conn.lookupByName(name), self._host)
+
+    def getCapabilities(self):  # noqa: N802
+        """The test driver's, with the host CPU's signature as libvirt (8.10+) reports it."""
+        from lxml import etree
+
+        caps = etree.fromstring(self._conn.getCapabilities().encode())
+        cpu = caps.find("host/cpu")
+        etree.SubElement(cpu, "signature", family=str(self._host.cpu[0]), model=str(self._host.cpu[1]),
+                         stepping=str(self._host.cpu[2]))
+        return etree.tostring(caps, encoding="unicode")
 
 
 class SevDomain:
@@ -366,11 +389,10 @@ class SevDomain:
         return self.createWithFlags(0)
 
     def launchSecurityInfo(self, flags=0):  # noqa: N802
-        import libvirt
 
         launch = self.launch
         if launch is None or not self.dom.isActive():
-            raise libvirt.libvirtError("Requested operation is not valid: domain is not running")
+            raise _libvirt_error("Requested operation is not valid: domain is not running")
         guest = launch.guest
         return {"sev-measurement": launch.report, "sev-api-major": guest.api[0], "sev-api-minor": guest.api[1],
                 "sev-build-id": guest.build, "sev-policy": guest.policy}
@@ -380,12 +402,12 @@ class SevDomain:
 
         launch = self.launch
         if launch is None or launch.finished or self.dom.info()[0] != libvirt.VIR_DOMAIN_PAUSED:
-            raise libvirt.libvirtError("Requested operation is not valid: LAUNCH_SECRET comes before LAUNCH_FINISH")
+            raise _libvirt_error("Requested operation is not valid: LAUNCH_SECRET comes before LAUNCH_FINISH")
         try:
             launch.guest.launch_secret(base64.b64decode(params["sev-secret-header"]),
                                        base64.b64decode(params["sev-secret"]), base64.b64decode(launch.report)[:32])
         except FirmwareError as exc:
-            raise libvirt.libvirtError(f"internal error: sev_inject_launch_secret: fw_error ({exc})") from None
+            raise _libvirt_error(f"internal error: sev_inject_launch_secret: fw_error ({exc})") from None
         return 0
 
     def resume(self):
