@@ -1,4 +1,5 @@
-"""``vscen attest session``: the guest owner's DH certificate and launch session blob.
+"""``vscen attest session`` and ``set-session``: the guest owner's DH certificate and launch
+session blob, and putting one made elsewhere into a guest.
 
 The platform's PDH and certificate chain come from libvirt (``virNodeGetSEVInfo`` on the SEV
 host, through ``--connect``) or from files exported on the host (``--pdh``, ``--cert-chain``:
@@ -135,7 +136,7 @@ def _set_session(conn, root, ls, dh_cert_b64: str, session_b64: str, force: bool
 
 TkOpt = Annotated[Path, typer.Option("--tk", metavar="FILE", help=(
     "Where TEK and TIK go (32 bytes, TEK then TIK, mode 600): the guest owner's secret, for "
-    "`vscen attest verify --tk` and secret injection."))]
+    "`vscen attest launch`, `inject` and `verify` (their --tk)."))]
 PdhOpt = Annotated[Optional[Path], typer.Option("--pdh", metavar="FILE", help=(
     "The platform's PDH certificate exported on the host (binary or base64)."))]
 ChainOpt = Annotated[Optional[list[Path]], typer.Option("--cert-chain", metavar="FILE", help=(

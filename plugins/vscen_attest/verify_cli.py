@@ -32,7 +32,8 @@ Vmsa0Opt = Annotated[Optional[Path], Opt("--vmsa-cpu0", "-0", help="The boot vCP
 Vmsa1Opt = Annotated[Optional[Path], Opt("--vmsa-cpu1", "-1", help="The other vCPUs' save area (4096 bytes).")]
 TikOpt = Annotated[Optional[Path], Opt("--tik", help="The guest's TIK (16 bytes, mode 600), as made with its launch session.")]
 TekOpt = Annotated[Optional[Path], Opt("--tek", help="The guest's TEK (16 bytes, mode 600).")]
-TkOpt = Annotated[Optional[Path], Opt("--tk", help="TEK and TIK in one file (32 bytes, TEK first, mode 600).")]
+TkOpt = Annotated[Optional[Path], Opt("--tk", help=(
+    "TEK and TIK in one file (32 bytes, TEK first, mode 600), as 'vscen attest session --tk' writes it."))]
 InsecureOpt = Annotated[bool, Opt("--insecure", "-i",
     help="Read the firmware, kernel, initrd and command line from the host's definition of the guest when not given (proves less).")]
 ResumeOpt = Annotated[bool, Opt("--resume/--no-resume",
