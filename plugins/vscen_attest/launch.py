@@ -245,11 +245,7 @@ def launch_domain(dom, uri: str, given: Given, keys: measure.Keys, resume: bool 
         raise
     say(f"{name}: measurement verified ({_describe(report)})")
     if resume:
-        try:
-            dom.resume()
-        except libvirt.libvirtError as exc:
-            raise LibvirtError(f"attest: '{name}' is verified but could not be resumed: {exc.get_error_message()}") from None
-        say(f"{name}: resumed")
+        _resume(dom, say)
     else:
         say(f"{name}: left paused: inject its secret with 'vscen attest inject {name}', or 'virsh resume {name}'")
     return report
@@ -308,8 +304,16 @@ def inject_domain(dom, uri: str, given: Given, keys: measure.Keys, secrets, resu
                            "it is left paused") from None
     say(f"{name}: measurement verified, {len(secrets)} secret(s) injected ({len(packet.payload)} bytes encrypted)")
     if resume:
-        try:
-            dom.resume()
-        except libvirt.libvirtError as exc:
-            raise LibvirtError(f"attest: could not resume '{name}': {exc.get_error_message()}") from None
-        say(f"{name}: resumed")
+        _resume(dom, say)
+
+
+def _resume(dom, say) -> None:
+    """Resume the verified guest *dom* (LAUNCH_FINISH: from now on it runs)."""
+    import libvirt
+
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"attest: '{dom.name()}' is verified but could not be resumed: "
+                           f"{exc.get_error_message()}") from None
+    say(f"{dom.name()}: resumed")

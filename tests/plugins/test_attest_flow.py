@@ -269,3 +269,29 @@ def test_the_owners_packet_is_refused_by_a_chip_with_other_keys(site, chip, tmp_
                                       "sev-secret": payload.read_text().strip()})
     assert site.host.launches[site.name].guest.secret_area is None
     assert base64.b64decode(payload.read_text()) != PASSPHRASE
+
+
+def test_building_the_command_line_loads_no_attest_command(tmp_path):
+    """``vscen run secure-vm --dry-run`` (and every other command) builds vscen's command line
+    without importing the attest commands' modules or ``cryptography``; ``vscen attest ...``
+    loads them."""
+    import subprocess
+    import sys
+
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith(('vscen_attest.', "
+             "'cryptography'))), file=sys.stderr))\n"
+             "sys.argv = ['vscen', *sys.argv[1:]]\n"
+             "from vscen.cli import main\n"
+             "main()\n")
+    env = {**os.environ, "LIBVIRT_DEFAULT_URI": URI}
+
+    def loaded(*args):
+        run = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=120)
+        return run.returncode, run.stderr.strip().splitlines()[-1]
+
+    code, modules = loaded("run", "secure-vm", "--dry-run", "--name", "atte2e-startup")
+    assert code == 0 and modules == "['vscen_attest.cli']", modules
+    code, modules = loaded("attest", "verify", "--help")
+    assert code == 0 and "'vscen_attest.verify_cli'" in modules, modules
