@@ -55,6 +55,27 @@ def read_file(option: str, path: Path, private: bool = False, size: int | None =
     return data
 
 
+def open_host(connect: str | None):
+    """vscen's connection to the host at *connect* (else ``LIBVIRT_DEFAULT_URI``, else
+    qemu:///system), never the embedded test driver in its stead: attesting a stand-in for the
+    host the owner meant proves nothing."""
+    from vscen import open_connection
+
+    return open_connection(connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system")
+
+
+def lookup(conn, name: str):
+    """The domain *name* on libvirt connection *conn*; a UsageError naming it when there is none."""
+    import libvirt
+
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise UsageError(f"attest: no guest '{name}' is defined on {conn.getURI()}") from None
+        raise LibvirtError(f"attest: '{name}': {exc.get_error_message()}") from None
+
+
 def load_keys(tik: Path | None, tek: Path | None, tk: Path | None, need_tek: bool = False) -> measure.Keys:
     """The TIK (and TEK) from ``--tik``/``--tek`` (16 raw bytes each) or ``--tk`` (32 bytes:
     TEK then TIK, as sev-tool's ``tmp_tk.bin`` and ``virt-qemu-sev-validate --tk``)."""
@@ -224,11 +245,7 @@ def launch_domain(dom, uri: str, given: Given, keys: measure.Keys, resume: bool 
         raise
     say(f"{name}: measurement verified ({_describe(report)})")
     if resume:
-        try:
-            dom.resume()
-        except libvirt.libvirtError as exc:
-            raise LibvirtError(f"attest: '{name}' is verified but could not be resumed: {exc.get_error_message()}") from None
-        say(f"{name}: resumed")
+        _resume(dom, say)
     else:
         say(f"{name}: left paused: inject its secret with 'vscen attest inject {name}', or 'virsh resume {name}'")
     return report
@@ -287,8 +304,16 @@ def inject_domain(dom, uri: str, given: Given, keys: measure.Keys, secrets, resu
                            "it is left paused") from None
     say(f"{name}: measurement verified, {len(secrets)} secret(s) injected ({len(packet.payload)} bytes encrypted)")
     if resume:
-        try:
-            dom.resume()
-        except libvirt.libvirtError as exc:
-            raise LibvirtError(f"attest: could not resume '{name}': {exc.get_error_message()}") from None
-        say(f"{name}: resumed")
+        _resume(dom, say)
+
+
+def _resume(dom, say) -> None:
+    """Resume the verified guest *dom* (LAUNCH_FINISH: from now on it runs)."""
+    import libvirt
+
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(f"attest: '{dom.name()}' is verified but could not be resumed: "
+                           f"{exc.get_error_message()}") from None
+    say(f"{dom.name()}: resumed")

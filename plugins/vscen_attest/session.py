@@ -53,11 +53,11 @@ def parse_policy(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise UsageError(f"policy: '{text}' is not a number (0x0003 for SEV, 0x0007 for SEV-ES)") from None
+        raise UsageError(f"--policy: '{text}' is not a number (0x0003 for SEV, 0x0007 for SEV-ES)") from None
     if not 0 <= value <= 0xFFFFFFFF:
-        raise UsageError(f"policy: '{text}' is not a 32-bit value")
+        raise UsageError(f"--policy: '{text}' is not a 32-bit value")
     if value & 0xFFC0:
-        raise UsageError(f"policy: '{text}' sets reserved bits 6-15 of an SEV policy (flags are bits 0-5: "
+        raise UsageError(f"--policy: '{text}' sets reserved bits 6-15 of an SEV policy (flags are bits 0-5: "
                          f"{', '.join(POLICY_FLAGS.values())}; bits 16-31 the minimum firmware version)")
     return value
 
@@ -133,7 +133,7 @@ class PrivateFile:
 
         self.path, self.force = Path(path), force
         if not self.path.parent.is_dir():
-            raise UsageError(f"tk: '{self.path}': the directory {self.path.parent} does not exist")
+            raise UsageError(f"--tk: '{self.path}': the directory {self.path.parent} does not exist")
         self._check()
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # mode 600
         try:
@@ -147,7 +147,7 @@ class PrivateFile:
 
     def _check(self) -> None:
         if (self.path.exists() or self.path.is_symlink()) and not self.force:
-            raise ExistsError(f"tk: '{self.path}' exists (the TEK/TIK of another session?); give --force to replace it")
+            raise ExistsError(f"--tk: '{self.path}' exists (the TEK/TIK of another session?); give --force to replace it")
 
     def commit(self) -> None:
         try:
@@ -158,7 +158,7 @@ class PrivateFile:
                 os.unlink(self.tmp)
         except FileExistsError:
             self.discard()
-            raise ExistsError(f"tk: '{self.path}' appeared meanwhile; give --force to replace it") from None
+            raise ExistsError(f"--tk: '{self.path}' appeared meanwhile; give --force to replace it") from None
 
     def discard(self) -> None:
         Path(self.tmp).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""``vscen attest session``: the guest owner's DH certificate and launch session blob.
+"""``vscen attest session`` and ``set-session``: the guest owner's DH certificate and launch
+session blob, and putting one made elsewhere into a guest.
 
 The platform's PDH and certificate chain come from libvirt (``virNodeGetSEVInfo`` on the SEV
 host, through ``--connect``) or from files exported on the host (``--pdh``, ``--cert-chain``:
@@ -18,10 +19,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from vscen_attest.cli import app
+from vscen_attest.cli import ConnectOpt
 
-ConnectOpt = Annotated[Optional[str], typer.Option("--connect", "-c", help=(
-    "libvirt URI of the SEV host (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system)."))]
+app = typer.Typer(rich_markup_mode=None)
 
 
 def _read_certs(path: Path, option: str):
@@ -29,13 +29,10 @@ def _read_certs(path: Path, option: str):
     import base64
     import binascii
 
-    from vscen import UsageError
     from vscen_attest.certs import split
+    from vscen_attest.launch import read_file
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+    data = read_file(option, Path(path))
     text = b"".join(data.split())
     where = f"{option} '{path}'"
     try:
@@ -52,25 +49,26 @@ def _from_libvirt(connect: str | None):
 
     import libvirt
 
-    from vscen import HostError, LibvirtError, open_connection
+    from vscen import HostError, LibvirtError
     from vscen_attest.certs import split
+    from vscen_attest.launch import open_host
 
-    connection = open_connection(connect)
+    connection = open_host(connect)
     try:
         try:
             info = connection.conn.getSEVInfo(0)
         except libvirt.libvirtError as exc:
-            raise HostError(f"session: {connection.uri} gives no SEV platform certificates "
+            raise HostError(f"attest: {connection.uri} gives no SEV platform certificates "
                             f"(virNodeGetSEVInfo: {exc.get_error_message()}); on an SEV host export them "
                             "there and give --pdh and --cert-chain") from None
         except AttributeError:
-            raise LibvirtError("session: the installed libvirt-python has no getSEVInfo") from None
+            raise LibvirtError("attest: the installed libvirt-python has no getSEVInfo") from None
     finally:
         connection.close()
     certs = []
     for key in ("pdh", "cert-chain"):
         if not info.get(key):
-            raise HostError(f"session: {connection.uri}'s SEV information has no '{key}'")
+            raise HostError(f"attest: {connection.uri}'s SEV information has no '{key}'")
         certs += split(base64.b64decode(info[key]), f"{connection.uri} {key}")
     return certs, connection.uri
 
@@ -81,18 +79,17 @@ def _domain_launch_security(conn, name: str):
     from lxml import etree
 
     from vscen import LibvirtError, UsageError
+    from vscen_attest.launch import lookup
 
+    dom = lookup(conn, name)
     try:
-        dom = conn.lookupByName(name)
         root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE).encode())
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise UsageError(f"domain: no guest '{name}' is defined on {conn.getURI()}") from None
-        raise LibvirtError(f"domain: '{name}': {exc.get_error_message()}") from None
+        raise LibvirtError(f"attest: '{name}': {exc.get_error_message()}") from None
     ls = root.find("launchSecurity")
     if ls is None or ls.get("type") != "sev":
         kind = "none" if ls is None else f"type '{ls.get('type')}'"
-        raise UsageError(f"domain: '{name}' has launch security {kind}; a session is for an SEV or SEV-ES guest "
+        raise UsageError(f"attest: '{name}' has launch security {kind}; a session is for an SEV or SEV-ES guest "
                          "(<launchSecurity type='sev'>, as vscen run secure-vm writes on an SEV host; SEV-SNP "
                          "and TDX guests attest from inside the guest)")
     return dom, root, ls
@@ -105,10 +102,10 @@ def _check_policy(ls, name: str, policy: str | None) -> int:
 
     text = ls.findtext("policy")
     if text is None:
-        raise UsageError(f"domain: '{name}' has no <policy> in <launchSecurity>; the session binds one")
+        raise UsageError(f"attest: '{name}' has no <policy> in <launchSecurity>; the session binds one")
     value = parse_policy(text.strip())
     if policy is not None and parse_policy(policy) != value:
-        raise UsageError(f"policy: '{policy}' is not the policy of '{name}' ({text.strip()}); "
+        raise UsageError(f"--policy: '{policy}' is not the policy of '{name}' ({text.strip()}); "
                          "the firmware refuses a session made for another policy")
     return value
 
@@ -122,7 +119,7 @@ def _set_session(conn, root, ls, dh_cert_b64: str, session_b64: str, force: bool
     for tag, value in (("dhCert", dh_cert_b64), ("session", session_b64)):
         el = ls.find(tag)
         if el is not None and (el.text or "").strip() != value and not force:
-            raise ExistsError(f"domain: '{name}' has a <{tag}> of another session; give --force to replace it")
+            raise ExistsError(f"attest: '{name}' has a <{tag}> of another session; give --force to replace it")
         if el is None:
             el = etree.SubElement(ls, tag)
         el.text = value
@@ -134,12 +131,12 @@ def _set_session(conn, root, ls, dh_cert_b64: str, session_b64: str, force: bool
     try:
         conn.defineXML(etree.tostring(root, encoding="unicode"))
     except libvirt.libvirtError as exc:
-        raise LibvirtError(f"domain: libvirt refused '{name}' with the session: {exc.get_error_message()}") from None
+        raise LibvirtError(f"attest: libvirt refused '{name}' with the session: {exc.get_error_message()}") from None
 
 
 TkOpt = Annotated[Path, typer.Option("--tk", metavar="FILE", help=(
     "Where TEK and TIK go (32 bytes, TEK then TIK, mode 600): the guest owner's secret, for "
-    "`vscen attest verify --tk` and secret injection."))]
+    "`vscen attest launch`, `inject` and `verify` (their --tk)."))]
 PdhOpt = Annotated[Optional[Path], typer.Option("--pdh", metavar="FILE", help=(
     "The platform's PDH certificate exported on the host (binary or base64)."))]
 ChainOpt = Annotated[Optional[list[Path]], typer.Option("--cert-chain", metavar="FILE", help=(
@@ -176,12 +173,13 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
     wraps TEK and TIK for that platform only, and binds the launch policy. Run it where the
     owner keeps secrets, not on the host; only --tk is secret.
     """
-    from vscen import ExistsError, UsageError, open_connection
+    from vscen import ExistsError, UsageError
     from vscen_attest import certs
     from vscen_attest import session as sev_session
+    from vscen_attest.launch import open_host
 
     if generation is not None and generation not in certs.GENERATIONS:
-        raise UsageError(f"generation: '{generation}' is not one of {', '.join(certs.GENERATIONS)}")
+        raise UsageError(f"--generation: '{generation}' is not one of {', '.join(certs.GENERATIONS)}")
     found, source = [], None
     if pdh or cert_chain:
         for path, option in ([(pdh, "--pdh")] if pdh else []) + [(p, "--cert-chain") for p in cert_chain or ()]:
@@ -194,20 +192,20 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
     if ark_ask is not None:
         roots = {c.name: c for c in _read_certs(ark_ask, "--ark-ask")}
         if set(roots) != {"ASK", "ARK"}:
-            raise UsageError(f"ark-ask: '{ark_ask}' holds {', '.join(roots) or 'nothing'}, not one ASK and one ARK")
+            raise UsageError(f"--ark-ask: '{ark_ask}' holds {', '.join(roots) or 'nothing'}, not one ASK and one ARK")
         trust = {generation or "given": (roots["ARK"], roots["ASK"])}
     gen = certs.verify(chain, generation if trust is None else None, trust)
 
     conn = dom_parts = None
     try:
         if domain is not None:
-            conn = open_connection(connect)
+            conn = open_host(connect)
             dom_parts = _domain_launch_security(conn.conn, domain)
             value = _check_policy(dom_parts[2], domain, policy)
         else:
             value = sev_session.parse_policy(policy if policy is not None else "0x0003")
         sess = sev_session.create(chain.pdh, value)
-        for path, what in ((dh_cert_out, "dh-cert"), (session_out, "session")):
+        for path, what in ((dh_cert_out, "--dh-cert"), (session_out, "--session")):
             if path is not None and Path(path).exists() and not force:
                 raise ExistsError(f"{what}: '{path}' exists; give --force to replace it")
             if path is not None and not Path(path).parent.is_dir():
@@ -221,8 +219,8 @@ def session_cmd(tk: TkOpt, pdh: PdhOpt = None, cert_chain: ChainOpt = None, conn
         except BaseException:
             staged.discard()
             raise
-        for path, text, what in ((dh_cert_out, sess.dh_cert_b64, "dh-cert"),
-                                 (session_out, sess.session_b64, "session")):
+        for path, text, what in ((dh_cert_out, sess.dh_cert_b64, "--dh-cert"),
+                                 (session_out, sess.session_b64, "--session")):
             if path is not None:
                 sev_session.write_public(path, text, what, force)
     finally:
@@ -254,13 +252,12 @@ def _read_b64(path: Path, option: str, size: int | None = None) -> bytes:
     import binascii
 
     from vscen import UsageError
+    from vscen_attest.launch import read_file
 
     try:
-        data = base64.b64decode(b"".join(Path(path).read_bytes().split()), validate=True)
-    except OSError as exc:
-        raise UsageError(f"{option}: cannot read '{path}': {exc.strerror}") from None
+        data = base64.b64decode(b"".join(read_file(option, Path(path)).split()), validate=True)
     except (binascii.Error, ValueError):
-        raise UsageError(f"{option}: '{path}' is not base64 (as `vscen attest session --{option}` writes it)") from None
+        raise UsageError(f"{option}: '{path}' is not base64 (as `vscen attest session {option}` writes it)") from None
     if size is not None and len(data) != size:
         raise UsageError(f"{option}: '{path}' holds {len(data)} bytes, a launch session blob has {size}")
     return data
@@ -286,17 +283,18 @@ def set_session_cmd(name: Annotated[str, typer.Argument(help="The defined guest.
     """
     import base64
 
-    from vscen import UsageError, open_connection
+    from vscen import UsageError
     from vscen_attest.certs import parse_sev_cert
+    from vscen_attest.launch import open_host
     from vscen_attest.session import SESSION_SIZE
 
-    dh = _read_b64(dh_cert, "dh-cert")
-    cert = parse_sev_cert(dh, f"dh-cert '{dh_cert}'")
+    dh = _read_b64(dh_cert, "--dh-cert")
+    cert = parse_sev_cert(dh, f"--dh-cert '{dh_cert}'")
     if cert.name != "PDH" or len(dh) != len(cert.raw):
-        raise UsageError(f"dh-cert: '{dh_cert}' is a {cert.name} certificate of {len(dh)} bytes, not a guest owner's DH certificate")
+        raise UsageError(f"--dh-cert: '{dh_cert}' is a {cert.name} certificate of {len(dh)} bytes, not a guest owner's DH certificate")
     cert.public_key()
-    blob = _read_b64(session, "session", SESSION_SIZE)
-    conn = open_connection(connect)
+    blob = _read_b64(session, "--session", SESSION_SIZE)
+    conn = open_host(connect)
     try:
         _, root, ls = _domain_launch_security(conn.conn, name)
         _check_policy(ls, name, policy)

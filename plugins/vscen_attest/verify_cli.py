@@ -14,31 +14,36 @@ from typing import Annotated, Optional
 
 import typer
 
-from vscen_attest.cli import app
+from vscen_attest.cli import ConnectOpt
+
+app = typer.Typer(rich_markup_mode=None)
 
 Opt = typer.Option
-FirmwareOpt = Annotated[Optional[Path], Opt("--firmware", "-f",
+FirmwareOpt = Annotated[Optional[Path], Opt("--firmware", "-f", metavar="FILE",
     help="The firmware image the guest is expected to run (OVMF's code), your own copy.")]
-KernelOpt = Annotated[Optional[Path], Opt("--kernel", "-k", help="The kernel of a measured direct kernel boot (kernelHashes='yes').")]
-InitrdOpt = Annotated[Optional[Path], Opt("--initrd", "-r", help="Its initrd.")]
+KernelOpt = Annotated[Optional[Path], Opt("--kernel", "-k", metavar="FILE", help=
+    "The kernel of a measured direct kernel boot (kernelHashes='yes').")]
+InitrdOpt = Annotated[Optional[Path], Opt("--initrd", "-r", metavar="FILE", help="Its initrd.")]
 CmdlineOpt = Annotated[Optional[str], Opt("--cmdline", "-e", help="Its kernel command line, as booted.")]
 CpusOpt = Annotated[Optional[int], Opt("--num-cpus", "-n", help="vCPUs the guest started with (SEV-ES measures each one's state).")]
 FamilyOpt = Annotated[Optional[int], Opt("--cpu-family", help="The host CPU's family (SEV-ES; e.g. 25 for EPYC Milan/Genoa).")]
 ModelOpt = Annotated[Optional[int], Opt("--cpu-model", help="The host CPU's model number (SEV-ES).")]
 SteppingOpt = Annotated[Optional[int], Opt("--cpu-stepping", help="The host CPU's stepping (SEV-ES).")]
-Vmsa0Opt = Annotated[Optional[Path], Opt("--vmsa-cpu0", "-0", help="The boot vCPU's save area (4096 bytes), instead of the CPU signature.")]
-Vmsa1Opt = Annotated[Optional[Path], Opt("--vmsa-cpu1", "-1", help="The other vCPUs' save area (4096 bytes).")]
-TikOpt = Annotated[Optional[Path], Opt("--tik", help="The guest's TIK (16 bytes, mode 600), as made with its launch session.")]
-TekOpt = Annotated[Optional[Path], Opt("--tek", help="The guest's TEK (16 bytes, mode 600).")]
-TkOpt = Annotated[Optional[Path], Opt("--tk", help="TEK and TIK in one file (32 bytes, TEK first, mode 600).")]
-ConnectOpt = Annotated[Optional[str], Opt("--connect", "-c", help="libvirt URI of the host running the guest (default: qemu:///system).")]
+Vmsa0Opt = Annotated[Optional[Path], Opt("--vmsa-cpu0", "-0", metavar="FILE", help=
+    "The boot vCPU's save area (4096 bytes), instead of the CPU signature.")]
+Vmsa1Opt = Annotated[Optional[Path], Opt("--vmsa-cpu1", "-1", metavar="FILE", help="The other vCPUs' save area (4096 bytes).")]
+TikOpt = Annotated[Optional[Path], Opt("--tik", metavar="FILE", help=
+    "The guest's TIK (16 bytes, mode 600), as made with its launch session.")]
+TekOpt = Annotated[Optional[Path], Opt("--tek", metavar="FILE", help="The guest's TEK (16 bytes, mode 600).")]
+TkOpt = Annotated[Optional[Path], Opt("--tk", metavar="FILE", help=(
+    "TEK and TIK in one file (32 bytes, TEK first, mode 600), as 'vscen attest session --tk' writes it."))]
 InsecureOpt = Annotated[bool, Opt("--insecure", "-i",
     help="Read the firmware, kernel, initrd and command line from the host's definition of the guest when not given (proves less).")]
 ResumeOpt = Annotated[bool, Opt("--resume/--no-resume",
     help="Resume the guest once verified (--no-resume: leave it paused, to inject a secret).")]
 SECRET_FILE_HELP = ("A file holding the secret (mode 600), e.g. the disk's LUKS passphrase; repeat with --guid "
                     "for several.")
-SecretFileOpt = Annotated[Optional[list[Path]], Opt("--secret-file", "-s", help=SECRET_FILE_HELP)]
+SecretFileOpt = Annotated[Optional[list[Path]], Opt("--secret-file", "-s", metavar="FILE", help=SECRET_FILE_HELP)]
 GuidOpt = Annotated[Optional[list[str]], Opt("--guid", help=(
     "The GUID the guest finds the secret under, one per --secret-file (default: luks-key, "
     "736869e5-84f0-4973-92ec-06879ce3da0b)."))]
@@ -71,38 +76,37 @@ def _note(message: str) -> None:
 
 def _domain(connect: str | None, name: str):
     """(connection, domain) for *name* on *connect*."""
-    import libvirt
+    from vscen_attest.launch import lookup, open_host
 
-    from vscen import LibvirtError, open_connection
-
-    connection = open_connection(connect or "qemu:///system")
+    connection = open_host(connect)
     try:
-        return connection, connection.conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
+        return connection, lookup(connection.conn, name)
+    except BaseException:
         connection.close()
-        raise LibvirtError(f"attest: no domain '{name}' on {connection.uri}: {exc.get_error_message()}") from None
+        raise
 
 
 @app.command()
 def verify(
-    measurement: Annotated[Optional[str], Opt("--measurement", "-m",
+    measurement: Annotated[Optional[str], Opt("--measurement", "-m", metavar="BASE64",
         help="The reported measurement (base64, libvirt's 'sev-measurement').")] = None,
     api_major: Annotated[Optional[int], Opt("--api-major", help="The platform's SEV API major version.")] = None,
     api_minor: Annotated[Optional[int], Opt("--api-minor", help="The platform's SEV API minor version.")] = None,
     build_id: Annotated[Optional[int], Opt("--build-id", help="The platform's SEV firmware build id.")] = None,
-    policy: Annotated[Optional[int], Opt("--policy", help="The guest's SEV policy (e.g. 7: no debug, no key sharing, SEV-ES).")] = None,
+    policy: Annotated[Optional[str], Opt("--policy", metavar="POLICY", help=(
+        "The guest's SEV policy, decimal or as its <policy> (7 or 0x0007: no debug, no key sharing, SEV-ES)."))] = None,
     firmware: FirmwareOpt = None, kernel: KernelOpt = None, initrd: InitrdOpt = None, cmdline: CmdlineOpt = None,
     num_cpus: CpusOpt = None, cpu_family: FamilyOpt = None, cpu_model: ModelOpt = None, cpu_stepping: SteppingOpt = None,
     vmsa_cpu0: Vmsa0Opt = None, vmsa_cpu1: Vmsa1Opt = None, tik: TikOpt = None, tek: TekOpt = None, tk: TkOpt = None,
-    domain: Annotated[Optional[str], Opt("--domain", "-o",
+    domain: Annotated[Optional[str], Opt("--domain", "-o", metavar="NAME",
         help="Read the measurement and platform values from this running (paused) guest.")] = None,
     connect: ConnectOpt = None, insecure: InsecureOpt = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print nothing when the measurement is valid.")] = False,
     secret_file: SecretFileOpt = None, guid: GuidOpt = None,
-    secret_header: Annotated[Optional[Path], Opt("--secret-header", help=(
+    secret_header: Annotated[Optional[Path], Opt("--secret-header", metavar="FILE", help=(
         "Once valid, write the secret packet's header here (base64, for 'virsh domsetlaunchsecstate "
         "--secrethdr')."))] = None,
-    secret_payload: Annotated[Optional[Path], Opt("--secret-payload", help=(
+    secret_payload: Annotated[Optional[Path], Opt("--secret-payload", metavar="FILE", help=(
         "Once valid, write the encrypted secret table here (base64, for 'virsh domsetlaunchsecstate "
         "--secret')."))] = None,
     force: Annotated[bool, Opt("--force", help="Replace existing --secret-header/--secret-payload files.")] = False,
@@ -125,7 +129,7 @@ def verify(
                               ("--build-id", build_id), ("--policy", policy)):
             if value is None:
                 raise UsageError(f"{option}: missing: give it (as the platform reported it) or --domain NAME")
-        report = measure.reported(measurement, api_major, api_minor, build_id, policy)
+        report = measure.reported(measurement, api_major, api_minor, build_id, _policy(policy))
         expected = launch.expectation(given)
     else:
         connection, dom = _domain(connect, domain)
@@ -134,7 +138,7 @@ def verify(
             report = measure.reported(
                 measurement if measurement is not None else _b64(live.measurement + live.mnonce),
                 *(v if v is not None else d for v, d in ((api_major, live.api_major), (api_minor, live.api_minor),
-                                                         (build_id, live.build_id), (policy, live.policy))))
+                                                         (build_id, live.build_id), (_policy(policy), live.policy))))
             expected = launch.expectation(given, dom.XMLDesc(0), connection.is_local,
                                           launch.host_cpu_of(connection.conn, _note) if report.sev_es else None, _note)
         finally:
@@ -164,6 +168,21 @@ def verify(
             typer.echo(f"secret packet: {outputs[0]} and {outputs[1]} ({len(secrets)} secret(s), for this launch "
                        f"only); on the host: virsh domsetlaunchsecstate DOMAIN --secrethdr {outputs[0].name} "
                        f"--secret {outputs[1].name} && virsh resume DOMAIN")
+
+
+def _policy(text: str | None) -> int | None:
+    """--policy in decimal (as virt-qemu-sev-validate takes it) or hex (as <policy> and
+    'vscen attest session' write it)."""
+    from vscen import UsageError
+
+    if text is None:
+        return None
+    for base in (10, 0):
+        try:
+            return int(text, base)
+        except ValueError:
+            pass
+    raise UsageError(f"--policy: '{text}' is not allowed (a number: 7, or 0x0007 as <policy> writes it)")
 
 
 def _packet_files(secret_file, header, payload, force):
@@ -237,7 +256,7 @@ def launch_(
 @app.command()
 def inject(
     name: NameArg,
-    secret_file: Annotated[list[Path], Opt("--secret-file", "-s", help=SECRET_FILE_HELP)],
+    secret_file: Annotated[list[Path], Opt("--secret-file", "-s", metavar="FILE", help=SECRET_FILE_HELP)],
     guid: GuidOpt = None,
     firmware: FirmwareOpt = None, kernel: KernelOpt = None, initrd: InitrdOpt = None,
     cmdline: CmdlineOpt = None, num_cpus: CpusOpt = None, cpu_family: FamilyOpt = None, cpu_model: ModelOpt = None,

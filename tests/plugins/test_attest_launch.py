@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
-import struct
 import subprocess
 import sys
 import uuid
 
 import pytest
-from test_attest_verify import VALIDATE, Platform, fake_ovmf, libvirt_module, vscen
+from sev_platform import VALIDATE, FirmwareError, GuestContext, SevDomain, SevHost, fake_ovmf, libvirt_module, read_secret_table
+from test_attest_verify import vscen
 
 from vscen.errors import UsageError
 
 LUKS = uuid.UUID("736869e5-84f0-4973-92ec-06879ce3da0b")
-TABLE = uuid.UUID("1e74f542-71dd-4d66-963e-ef4287ff173b")
 
 
 def domain_xml(name, policy=0x1, session=True, kind="sev", vcpus=2, extra_os=""):
@@ -45,82 +43,9 @@ def domain_xml(name, policy=0x1, session=True, kind="sev", vcpus=2, extra_os="")
             f"<loader readonly='yes' type='pflash'>/nonexistent/OVMF_CODE.fd</loader>{extra_os}</os>{ls}</domain>")
 
 
-def read_secret_table(table: bytes) -> dict[uuid.UUID, bytes]:
-    """The secret area as the guest reads it (Linux drivers/virt/coco/efi_secret)."""
-    assert uuid.UUID(bytes_le=table[:16]) == TABLE
-    (total,) = struct.unpack_from("<I", table, 16)
-    assert total <= len(table) and len(table) % 16 == 0
-    secrets, pos = {}, 20
-    while pos < total:
-        guid = uuid.UUID(bytes_le=table[pos:pos + 16])
-        (length,) = struct.unpack_from("<I", table, pos + 16)
-        assert length >= 20 and pos + length <= total
-        secrets[guid] = table[pos + 20:pos + length]
-        pos += length
-    assert not any(table[total:]), "the padding is zeros"
-    return secrets
-
-
-class PSP(Platform):
-    """The platform's side: measures a launch, takes LAUNCH_SECRET as the SEV API says."""
-
-    def __init__(self, tik, tek, policy=0x1, **kw):
-        super().__init__(tik, policy=policy, **kw)
-        self.tek = tek
-        self.secret_area = None
-
-    def launch_secret(self, header: bytes, ciphertext: bytes, measurement: bytes) -> None:
-        flags, iv, mac = struct.unpack("<I", header[:4])[0], header[4:20], header[20:52]
-        assert len(header) == 52 and flags == 0
-        msg = (b"\x01" + header[:4] + iv + struct.pack("<II", len(ciphertext), len(ciphertext)) + ciphertext
-               + measurement)
-        if not hmac.compare_digest(hmac.new(self.tik, msg, "sha256").digest(), mac):
-            raise ValueError("LAUNCH_SECRET: BAD_MEASUREMENT (the header's MAC does not check)")
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-        dec = Cipher(algorithms.AES(self.tek), modes.CTR(iv)).decryptor()
-        self.secret_area = dec.update(ciphertext) + dec.finalize()
-
-
-class SevDomain:
-    """A test:///default domain with the model platform in front: what QEMU on an SEV host
-    would do for libvirt's launch-security calls."""
-
-    def __init__(self, dom, psp: PSP, launched_firmware: bytes):
-        self.dom, self.psp, self.firmware = dom, psp, launched_firmware
-        self.report = None
-        self.finished = False
-
-    def __getattr__(self, name):
-        return getattr(self.dom, name)
-
-    def createWithFlags(self, flags):  # noqa: N802 (libvirt's name)
-        import libvirt
-
-        assert flags & libvirt.VIR_DOMAIN_START_PAUSED, "an SEV guest to attest starts paused"
-        self.dom.create()
-        self.dom.suspend()  # test:///default cannot start paused; nothing runs in it anyway
-        self.report = self.psp.measure(self.firmware)
-
-    def launchSecurityInfo(self, flags):  # noqa: N802
-        return {"sev-measurement": self.report, "sev-api-major": self.psp.api[0], "sev-api-minor": self.psp.api[1],
-                "sev-build-id": self.psp.build, "sev-policy": self.psp.policy}
-
-    def setLaunchSecurityState(self, params, flags):  # noqa: N802
-        import libvirt
-
-        assert not self.finished, "LAUNCH_SECRET comes before LAUNCH_FINISH"
-        assert self.dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
-        measurement = base64.b64decode(self.report)[:32]
-        try:
-            self.psp.launch_secret(base64.b64decode(params["sev-secret-header"]),
-                                   base64.b64decode(params["sev-secret"]), measurement)
-        except ValueError as exc:
-            raise libvirt.libvirtError(str(exc)) from None
-
-    def resume(self):
-        self.finished = True
-        self.dom.resume()
+def host(guest: GuestContext, launched: bytes) -> SevHost:
+    """A host whose chip runs every launch with *guest*'s keys, over *launched*."""
+    return SevHost(guest=guest, data=launched)
 
 
 @pytest.fixture
@@ -162,19 +87,19 @@ def test_launch_verifies_then_resumes_and_inject_delivers(conn, keys, tmp_path):
     from vscen_attest import launch, secret
 
     tik, tek, _, firmware = keys
-    psp = PSP(tik, tek)
-    dom = SevDomain(conn.defineXML(domain_xml("attv-good")), psp, firmware.read_bytes())
+    psp = GuestContext(tik, tek)
+    dom = SevDomain(conn.defineXML(domain_xml("attv-good")), host(psp, firmware.read_bytes()))
     said = []
     launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek), resume=False,
                          say=said.append, note=said.append)
-    assert dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED and not dom.finished
+    assert dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED and not dom.launch.finished
     with pytest.raises(UsageError, match="is started already .paused.: give it its secret with 'vscen attest inject"):
         launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek))
     luks = b"correct horse battery staple"
     launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
                          [(secret.ALIASES["luks-key"], luks), (uuid.UUID(int=7), b"\x00\x01two")],
                          say=said.append, note=said.append)
-    assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING and dom.finished
+    assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING and dom.launch.finished
     assert read_secret_table(psp.secret_area) == {LUKS: luks, uuid.UUID(int=7): b"\x00\x01two"}
     assert not any(luks.decode() in line for line in said)
     assert "attv-good: measurement verified (SEV, policy 0x0001, platform API 1.51 build 3)" in said
@@ -185,7 +110,7 @@ def test_launch_resumes_when_the_measurement_matches(conn, keys):
     from vscen_attest import launch
 
     tik, tek, _, firmware = keys
-    dom = SevDomain(conn.defineXML(domain_xml("attv-resume")), PSP(tik, tek), firmware.read_bytes())
+    dom = SevDomain(conn.defineXML(domain_xml("attv-resume")), host(GuestContext(tik, tek), firmware.read_bytes()))
     launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek), say=lambda _m: None)
     assert dom.info()[0] == libvirt.VIR_DOMAIN_RUNNING
 
@@ -198,14 +123,14 @@ def test_launch_destroys_a_guest_that_does_not_match(what, conn, keys):
 
     tik, tek, _, firmware = keys
     launched = firmware.read_bytes()
-    psp = PSP(tik, tek)
+    psp = GuestContext(tik, tek)
     if what == "firmware":
         launched = launched[:-1] + b"\x00"  # the host launched another firmware
     elif what == "tik":
         psp.tik = os.urandom(16)  # another session than the owner's
     else:
         psp.policy = 0x5  # the report says SEV-ES: its vCPUs are measured, and the host CPU is unknown here
-    dom = SevDomain(conn.defineXML(domain_xml("attv-bad-" + what)), psp, launched)
+    dom = SevDomain(conn.defineXML(domain_xml("attv-bad-" + what)), host(psp, launched))
     error = AttestationError if what != "policy-es-without-cpus" else UsageError
     with pytest.raises(error) as exc:
         launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek), say=lambda _m: None,
@@ -226,8 +151,8 @@ def test_launch_sev_es_with_host_cpu(conn, keys):
     cvm = mod.OfflineConfidentialVM(policy=0x7, num_cpus=3)
     cvm.firmware = firmware.read_bytes()
     cvm.build_vmsas(25, 1, 1)
-    psp = PSP(tik, tek, policy=0x7)
-    dom = SevDomain(conn.defineXML(domain_xml("attv-es", policy=0x7, vcpus=3)), psp, cvm.get_measured_data())
+    psp = GuestContext(tik, tek, policy=0x7)
+    dom = SevDomain(conn.defineXML(domain_xml("attv-es", policy=0x7, vcpus=3)), host(psp, cvm.get_measured_data()))
     notes = []
     launch.launch_domain(dom, "test:///default", _given(firmware), _keys(tik, tek), host_cpu=lambda: (25, 1, 1),
                          say=lambda _m: None, note=notes.append)
@@ -241,8 +166,8 @@ def test_inject_refuses_a_tampered_guest_and_a_running_one(conn, keys):
     from vscen_attest.measure import AttestationError
 
     tik, tek, _, firmware = keys
-    psp = PSP(tik, tek)
-    dom = SevDomain(conn.defineXML(domain_xml("attv-inject")), psp, firmware.read_bytes() + b"x")
+    psp = GuestContext(tik, tek)
+    dom = SevDomain(conn.defineXML(domain_xml("attv-inject")), host(psp, firmware.read_bytes() + b"x"))
     dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)  # started by someone else, with another firmware
     with pytest.raises(AttestationError):
         launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
@@ -269,9 +194,9 @@ def test_inject_needs_a_secret_area_in_the_firmware(conn, keys, tmp_path):
     small = tmp_path / "small.fd"
     small.write_bytes(fake_ovmf(secret_area=(0x80D000, 32)))
     for firmware, words in ((generic, "is missing or empty"), (small, "big enough (32 bytes for 48)")):
-        psp = PSP(tik, tek)
-        dom = SevDomain(conn.defineXML(domain_xml("attv-area-" + firmware.stem.replace("_", "-"))), psp,
-                        firmware.read_bytes())
+        psp = GuestContext(tik, tek)
+        dom = SevDomain(conn.defineXML(domain_xml("attv-area-" + firmware.stem.replace("_", "-"))),
+                        host(psp, firmware.read_bytes()))
         dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
         with pytest.raises(UsageError, match="no launch secret area") as exc:
             launch.inject_domain(dom, "test:///default", _given(firmware), _keys(tik, tek),
@@ -335,17 +260,17 @@ def test_packet_is_what_launch_secret_takes():
     from vscen_attest import secret
 
     tik, tek, measurement = os.urandom(16), os.urandom(16), os.urandom(32)
-    psp = PSP(tik, tek)
+    psp = GuestContext(tik, tek)
     value = os.urandom(33)
     packet = secret.pack(tik, tek, measurement, [(LUKS, value)])
     psp.launch_secret(packet.header, packet.payload, measurement)
     assert read_secret_table(psp.secret_area) == {LUKS: value}
     assert len(packet.payload) % 16 == 0 and packet.payload != psp.secret_area
     # bound to the measurement, and to the TIK
-    with pytest.raises(ValueError, match="BAD_MEASUREMENT"):
+    with pytest.raises(FirmwareError, match="BAD_MEASUREMENT"):
         psp.launch_secret(packet.header, packet.payload, os.urandom(32))
-    with pytest.raises(ValueError, match="BAD_MEASUREMENT"):
-        PSP(os.urandom(16), tek).launch_secret(packet.header, packet.payload, measurement)
+    with pytest.raises(FirmwareError, match="BAD_MEASUREMENT"):
+        GuestContext(os.urandom(16), tek).launch_secret(packet.header, packet.payload, measurement)
     # a fresh IV each time
     assert secret.pack(tik, tek, measurement, [(LUKS, value)]).header[4:20] != packet.header[4:20]
     assert value.hex() not in repr(packet) and "secret" in repr(_keys(tik, tek))
@@ -358,14 +283,14 @@ def test_the_model_takes_libvirts_packets(tmp_path):
     tek, tik = os.urandom(16), os.urandom(16)
     for name, data in (("tk", tek + tik), ("fw", fake_ovmf()), ("luks", b"hunter2")):
         (tmp_path / name).write_bytes(data)
-    measurement = Platform(tik).measure((tmp_path / "fw").read_bytes())
+    measurement = GuestContext(tik).measure((tmp_path / "fw").read_bytes())
     run = subprocess.run([sys.executable, str(VALIDATE), "--measurement", measurement, "--api-major", "1",
                           "--api-minor", "51", "--build-id", "3", "--policy", "1", "--firmware", str(tmp_path / "fw"),
                           "--tk", str(tmp_path / "tk"), "--inject-secret", f"luks-key:{tmp_path / 'luks'}",
                           "--secret-header", str(tmp_path / "h"), "--secret-payload", str(tmp_path / "p")],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    psp = PSP(tik, tek)
+    psp = GuestContext(tik, tek)
     psp.launch_secret(base64.b64decode((tmp_path / "h").read_bytes()), base64.b64decode((tmp_path / "p").read_bytes()),
                       base64.b64decode(measurement)[:32])
     assert read_secret_table(psp.secret_area) == {LUKS: b"hunter2"}
@@ -460,7 +385,7 @@ def test_offline_packet_for_virsh(keys, tmp_path):
     files, mode 600); nothing written when the measurement does not match; existing files only
     with --force."""
     tik, tek, tk, firmware = keys
-    measurement = Platform(tik).measure(firmware.read_bytes())
+    measurement = GuestContext(tik).measure(firmware.read_bytes())
     luks = tmp_path / "luks"
     luks.write_bytes(b"open sesame")
     luks.chmod(0o600)
@@ -473,7 +398,7 @@ def test_offline_packet_for_virsh(keys, tmp_path):
     assert "virsh domsetlaunchsecstate DOMAIN --secrethdr hdr.b64 --secret secret.b64" in out
     assert "open sesame" not in out + err
     assert header.stat().st_mode & 0o777 == 0o600 and payload.stat().st_mode & 0o777 == 0o600
-    psp = PSP(tik, tek)
+    psp = GuestContext(tik, tek)
     psp.launch_secret(base64.b64decode(header.read_text()), base64.b64decode(payload.read_text()),
                       base64.b64decode(measurement)[:32])
     assert read_secret_table(psp.secret_area) == {LUKS: b"open sesame"}

@@ -152,7 +152,7 @@ def test_the_platform_unwraps_the_same_tek_and_tik_the_owner_keeps(platform):
     s = session.create(chain.pdh, 0x0007)
     assert len(s.dh_cert) == certs.SEV_CERT_SIZE and len(s.blob) == 128
     got = platform.launch_start(0x0007, s.dh_cert, s.blob)
-    assert (got["tek"], got["tik"]) == (s.tek, s.tik) and s.tk == s.tek + s.tik
+    assert (got.tek, got.tik) == (s.tek, s.tik) and s.tk == s.tek + s.tik
     # the owner's DH certificate is one the verifier reads back: a PDH-usage ECDH P-384 key, no signatures
     dh = certs.parse_sev_cert(s.dh_cert)
     assert (dh.name, dh.sigs) == ("PDH", ())
@@ -241,7 +241,7 @@ def test_session_from_files_gives_the_platform_its_keys(platform, tmp_path):
     dh = base64.b64decode((tmp_path / "godh.b64").read_text())
     blob = base64.b64decode((tmp_path / "session.b64").read_text())
     got = platform.launch_start(0x0007, dh, blob)
-    assert tk.read_bytes() == got["tek"] + got["tik"]  # virt-qemu-sev-validate --tk: TEK then TIK
+    assert tk.read_bytes() == got.tek + got.tik  # virt-qemu-sev-validate --tk: TEK then TIK
     assert "policy 0x0007 (NODBG+NOKS+ES)" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ask_ark.cert", "chain.b64", "godh.b64", "guest.tk",
                                                           "pdh.b64", "session.b64"]  # no temporary left
@@ -256,7 +256,7 @@ def test_session_prints_the_launch_security_xml_without_output_files(platform, t
     ls = etree.fromstring(res.stdout.encode())
     assert ls.findtext("policy") == "0x0003"
     platform.launch_start(0x0003, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "t.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "t.tk").read_bytes()
     assert (tmp_path / "t.tk").read_bytes().hex() not in res.output
 
 
@@ -267,7 +267,7 @@ def test_session_never_overwrites_the_owners_keys_without_force(platform, tmp_pa
     args = ("--pdh", f["pdh"], "--cert-chain", f["chain"], "--ark-ask", f["roots"], "--tk", tk)
     res = cli(*args)
     assert code(res) == 6 and isinstance(res.exception, ExistsError)
-    assert str(res.exception) == f"tk: '{tk}' exists (the TEK/TIK of another session?); give --force to replace it"
+    assert str(res.exception) == f"--tk: '{tk}' exists (the TEK/TIK of another session?); give --force to replace it"
     assert tk.read_bytes() == b"keep"
     assert cli(*args, "--force").exit_code == 0 and tk.stat().st_size == 32
     assert stat.S_IMODE(tk.stat().st_mode) == 0o600
@@ -295,13 +295,13 @@ def test_session_refuses_a_real_chain_of_another_generation_and_leaves_no_key(tm
                                   "AMD's Naples ASK (--generation naples)")
     assert not (tmp_path / "t.tk").exists()
     res = cli("--cert-chain", exported, "--tk", tmp_path / "t.tk", "--generation", "zen9")
-    assert code(res) == 2 and "generation: 'zen9' is not one of naples, rome, milan, genoa, turin" in str(res.exception)
+    assert code(res) == 2 and "--generation: 'zen9' is not one of naples, rome, milan, genoa, turin" in str(res.exception)
 
 
 def test_session_refuses_a_connection_without_sev(tmp_path):
     res = cli("--connect", TEST_URI, "--tk", tmp_path / "t.tk")
     assert code(res) == 4 and isinstance(res.exception, HostError)
-    assert str(res.exception).startswith("session: test:///default gives no SEV platform certificates (virNodeGetSEVInfo:")
+    assert str(res.exception).startswith("attest: test:///default gives no SEV platform certificates (virNodeGetSEVInfo:")
     assert not (tmp_path / "t.tk").exists()
 
 
@@ -340,7 +340,7 @@ def test_session_into_a_defined_guest_takes_its_policy(platform, tmp_path, test_
     ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
     assert [el.tag for el in ls] == ["cbitpos", "reducedPhysBits", "policy", "dhCert", "session"]
     platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "a.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "a.tk").read_bytes()
 
     # another session for the same guest: refused without --force, and no orphaned key file
     res = cli(*args, "--tk", tmp_path / "b.tk")
@@ -349,7 +349,7 @@ def test_session_into_a_defined_guest_takes_its_policy(platform, tmp_path, test_
     # a policy other than the guest's is refused before anything is written
     res = cli(*args, "--tk", tmp_path / "c.tk", "--policy", "0x0003", "--force")
     assert code(res) == 2 and str(res.exception) == (
-        "policy: '0x0003' is not the policy of 'attest-session-es' (0x0007); the firmware refuses a session "
+        "--policy: '0x0003' is not the policy of 'attest-session-es' (0x0007); the firmware refuses a session "
         "made for another policy")
     assert not (tmp_path / "c.tk").exists()
 
@@ -362,7 +362,7 @@ def test_session_refuses_a_guest_without_sev(platform, tmp_path, test_conn, laun
     res = cli("--pdh", f["pdh"], "--cert-chain", f["chain"], "--ark-ask", f["roots"], "--connect", TEST_URI,
               "--domain", "attest-session-plain", "--tk", tmp_path / "t.tk")
     assert code(res) == 2 and str(res.exception).startswith(
-        f"domain: 'attest-session-plain' has launch security {kind}; a session is for an SEV or SEV-ES guest")
+        f"attest: 'attest-session-plain' has launch security {kind}; a session is for an SEV or SEV-ES guest")
     assert not (tmp_path / "t.tk").exists()
 
 
@@ -381,7 +381,7 @@ def test_set_session_puts_an_owners_files_into_a_guest(platform, tmp_path, test_
                                         "--dh-cert", str(tmp_path / "godh.b64"), *map(str, args)])
 
     res = set_session("--session", tmp_path / "session.b64", "--policy", "0x0003")
-    assert code(res) == 2 and "policy: '0x0003' is not the policy of 'attest-set-session' (0x0007)" in str(res.exception)
+    assert code(res) == 2 and "--policy: '0x0003' is not the policy of 'attest-set-session' (0x0007)" in str(res.exception)
     (tmp_path / "short.b64").write_text(base64.b64encode(bytes(100)).decode())
     res = set_session("--session", tmp_path / "short.b64", "--policy", "0x0007")
     assert code(res) == 2 and str(res.exception).endswith("holds 100 bytes, a launch session blob has 128")
@@ -389,7 +389,7 @@ def test_set_session_puts_an_owners_files_into_a_guest(platform, tmp_path, test_
     assert res.exit_code == 0, res.output
     ls = etree.fromstring(dom.XMLDesc(0).encode()).find("launchSecurity")
     platform.launch_start(0x0007, base64.b64decode(ls.findtext("dhCert")), base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "o.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "o.tk").read_bytes()
 
 
 # -- what comes from the host is input: nothing in it may crash the verifier -----------------------
@@ -467,7 +467,7 @@ def test_the_session_in_vscens_secure_vm_is_valid_for_libvirt(platform, tmp_path
     validate(etree.tostring(check, encoding="unicode"))
     platform.launch_start(int(ls.findtext("policy"), 16), base64.b64decode(ls.findtext("dhCert")),
                           base64.b64decode(ls.findtext("session")))
-    assert platform.guest["tek"] + platform.guest["tik"] == (tmp_path / "g.tk").read_bytes()
+    assert platform.guest.tek + platform.guest.tik == (tmp_path / "g.tk").read_bytes()
 
 
 def test_set_session_names_a_missing_guest(tmp_path):
@@ -479,7 +479,7 @@ def test_set_session_names_a_missing_guest(tmp_path):
     (tmp_path / "dh.b64").write_text(base64.b64encode(dh).decode())
     res = CliRunner().invoke(app, ["attest", "set-session", "attest-nothere", "-c", TEST_URI, "--dh-cert",
                                    str(tmp_path / "dh.b64"), "--session", str(tmp_path / "s.b64"), "--policy", "3"])
-    assert code(res) == 2 and str(res.exception) == "domain: no guest 'attest-nothere' is defined on test:///default"
+    assert code(res) == 2 and str(res.exception) == "attest: no guest 'attest-nothere' is defined on test:///default"
     res = CliRunner().invoke(app, ["attest", "set-session", "attest-nothere", "-c", TEST_URI, "--dh-cert",
                                    str(tmp_path / "s.b64"), "--session", str(tmp_path / "s.b64"), "--policy", "3"])
     assert code(res) == 2 and str(res.exception).endswith("128 bytes, an SEV certificate has 2084")

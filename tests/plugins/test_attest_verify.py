@@ -1,10 +1,10 @@
 """``vscen attest verify`` against libvirt's own ``virt-qemu-sev-validate``, on the same inputs.
 
-The platform's side is modelled here from the SEV API specification (LAUNCH_MEASURE: an
-HMAC-SHA256 keyed with the TIK over 0x04, the API version, build id, policy, the launch
-digest and a fresh nonce); the launch digest of an SEV-ES guest comes from libvirt's own
-code (its VMSA and hashes-table classes, imported from ``virt-qemu-sev-validate``), so the
-measurements are the ones libvirt's tool expects. Each case, valid or tampered, is checked by
+The platform's side is the SEV model of ``sev_platform.py`` (LAUNCH_MEASURE: an HMAC-SHA256
+keyed with the TIK over 0x04, the API version, build id, policy, the launch digest and a fresh
+nonce); the launch digest of an SEV-ES guest comes from libvirt's own code (its VMSA and
+hashes-table classes, imported from ``virt-qemu-sev-validate``), so the measurements are the
+ones libvirt's tool expects. Each case, valid or tampered, is checked by
 both tools, and both must say the same (exit 0 valid, 1 not).
 """
 
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import importlib.machinery
-import importlib.util
 import io
 import os
 import struct
@@ -27,8 +24,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sev_platform import VALIDATE, GuestContext, fake_ovmf, launch_data, libvirt_module
 
-VALIDATE = Path("/usr/bin/virt-qemu-sev-validate")
 OVMF = Path("/usr/share/OVMF/OVMF_CODE.fd")
 needs_validate = pytest.mark.skipif(not VALIDATE.exists(), reason="virt-qemu-sev-validate is not installed "
                                     "(Debian: libvirt-clients-qemu)")
@@ -53,56 +50,6 @@ def vscen(*args: str) -> tuple[int, str, str]:
 
 def libvirt_validate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(VALIDATE), *args], capture_output=True, text=True, timeout=60)
-
-
-def libvirt_module():
-    """virt-qemu-sev-validate as a module (its classes, for the platform model)."""
-    loader = importlib.machinery.SourceFileLoader("virt_qemu_sev_validate", str(VALIDATE))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-def fake_ovmf(size: int = 256 * 1024, reset: int = 0x80B004, secret_area: tuple[int, int] = (0x80D000, 0x1000)) -> bytes:
-    """A firmware image with OVMF's GUIDed footer table holding an SEV info block and a launch
-    secret area (base, size; (0, 0) as OVMF's generic builds have it)."""
-    info = struct.pack("<I", reset) + struct.pack("<H", 22) + uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e").bytes_le
-    other = (struct.pack("<II", *secret_area) + struct.pack("<H", 26)
-             + uuid.UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294").bytes_le)
-    entries = other + info
-    footer = entries + struct.pack("<H", len(entries) + 18) + uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
-    body = os.urandom(size - len(footer) - 32)
-    return body + footer + b"\x90" * 32
-
-
-class Platform:
-    """The PSP's side of a launch, from the SEV API: it measures what QEMU gives it."""
-
-    def __init__(self, tik: bytes, api=(1, 51), build=3, policy=0x1):
-        self.tik, self.api, self.build, self.policy = tik, api, build, policy
-
-    def measure(self, launch_data: bytes) -> str:
-        mnonce = os.urandom(16)
-        msg = (bytes([0x04, self.api[0], self.api[1], self.build]) + self.policy.to_bytes(4, "little")
-               + hashlib.sha256(launch_data).digest() + mnonce)
-        return base64.b64encode(hmac.new(self.tik, msg, "sha256").digest() + mnonce).decode()
-
-
-def launch_data(mod, firmware: bytes, policy: int, kernel=None, initrd=None, cmdline=None, cpus=1,
-                sku=None) -> bytes:
-    """What QEMU hands the PSP, laid out by libvirt's own classes."""
-    cvm = mod.OfflineConfidentialVM(policy=policy, num_cpus=cpus)
-    cvm.firmware = firmware
-    if kernel:
-        cvm.kernel_table.load_kernel(kernel)
-        if initrd:
-            cvm.kernel_table.load_initrd(initrd)
-        if cmdline is not None:
-            cvm.kernel_table.load_cmdline(cmdline)
-    if sku:
-        cvm.build_vmsas(*sku)
-    return cvm.get_measured_data()
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +131,11 @@ def _args(files, paths, launch, given, measurement, tmp_path) -> list[str]:
 def test_verify_agrees_with_virt_qemu_sev_validate(case, owner, libvirt_mod, tmp_path):
     name, launch, given = case
     files, paths = owner
-    data = launch_data(libvirt_mod, files["firmware"], launch["policy"],
-                       kernel=paths["kernel"] if launch.get("kernel") else None,
-                       initrd=paths["initrd"] if launch.get("kernel") and launch.get("initrd", True) else None,
-                       cmdline=launch.get("cmdline"), cpus=launch.get("cpus", 1), sku=launch.get("sku"))
-    measurement = Platform(files["tik"], policy=launch["policy"]).measure(data)
+    data = launch_data(files["firmware"], launch["policy"],
+                       kernel=files["kernel"] if launch.get("kernel") else None,
+                       initrd=files["initrd"] if launch.get("kernel") and launch.get("initrd", True) else None,
+                       cmdline=launch.get("cmdline"), cpus=launch.get("cpus", 1), cpu=launch.get("sku"), mod=libvirt_mod)
+    measurement = GuestContext(files["tik"], policy=launch["policy"]).measure(data)
     args = _args(files, paths, launch, given, measurement, tmp_path)
 
     theirs = libvirt_validate(*args)
@@ -211,8 +158,8 @@ def test_real_ovmf(policy, owner, libvirt_mod):
     files, paths = owner
     firmware = OVMF.read_bytes()
     sku = SKU if policy & 4 else None
-    measurement = Platform(files["tik"], policy=policy).measure(
-        launch_data(libvirt_mod, firmware, policy, cpus=2, sku=sku))
+    measurement = GuestContext(files["tik"], policy=policy).measure(
+        launch_data(firmware, policy, cpus=2, cpu=sku, mod=libvirt_mod))
     args = ["--measurement", measurement, "--api-major", "1", "--api-minor", "51", "--build-id", "3",
             "--policy", str(policy), "--firmware", str(OVMF), "--tik", paths["tik"], "--tek", paths["tek"]]
     if sku:
@@ -234,7 +181,7 @@ def test_vmsa_files(owner, libvirt_mod, tmp_path):
     cvm.build_vmsas(25, 17, 0)
     (tmp_path / "vmsa0").write_bytes(cvm.vmsa_cpu0)
     (tmp_path / "vmsa1").write_bytes(cvm.vmsa_cpu1)
-    measurement = Platform(files["tik"], policy=0x7).measure(cvm.get_measured_data())
+    measurement = GuestContext(files["tik"], policy=0x7).measure(cvm.get_measured_data())
     args = ["--measurement", measurement, "--api-major", "1", "--api-minor", "51", "--build-id", "3",
             "--policy", "7", "--firmware", paths["firmware"], "--tk", paths["tk"], "--num-cpus", "3",
             "--vmsa-cpu0", str(tmp_path / "vmsa0"), "--vmsa-cpu1", str(tmp_path / "vmsa1")]
@@ -332,7 +279,7 @@ def test_verify_domain_on_the_test_driver(owner):
     assert err.count("\n") == 1
     code, out, err = vscen("attest", "verify", "--domain", "nosuch", "--connect", "test:///default",
                            "--firmware", paths["firmware"], "--tik", paths["tik"])
-    assert code == 7 and "no domain 'nosuch'" in err, err
+    assert code == 2 and err == "error: attest: no guest 'nosuch' is defined on test:///default\n", err
 
 
 # -- hostile input: a verdict or a one-line error, never an internal error ------------------
