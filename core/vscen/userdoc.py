@@ -244,12 +244,19 @@ def _commands(reg, commands: dict) -> str:
         app = _command_app(command, _Notes(), reg)
         if app is None:
             continue
-        try:
-            group = typer.main.get_command(app)
-        except RuntimeError:  # a group with no command yet
+        # as the command line nests it: a group that loads its commands lazily has none yet
+        # on its own, and typer builds no command of that
+        outer = typer.Typer()
+        outer.add_typer(app, name=name)
+        top = typer.main.get_command(outer)
+        group = top.get_command(top.context_class(top), name)
+        if group is None or not group.list_commands(group.context_class(group)):
             continue
         out += [f"### `vscen {name}`", "", _para(command.summary), ""]
-        for sub_name, sub in group.commands.items():
+        cctx = group.context_class(group)
+        # list_commands/get_command, not .commands: a group may load its commands lazily
+        for sub_name in group.list_commands(cctx):
+            sub = group.get_command(cctx, sub_name)
             args = [f"{p.name.upper() if p.metavar is None else p.metavar}" for p in sub.params if p.param_type_name == "argument"]
             also = f" (also `vscen list {name}`)" if command.listing == sub_name else ""
             out.append(f"- `vscen {name} {sub_name}{''.join(' ' + a for a in args)} [OPTIONS]`{also}: "
