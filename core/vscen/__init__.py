@@ -59,7 +59,7 @@ _LAZY = {
     "output_dir": "vscen.plan",
     # undo proves what it takes back: record shapes, paths, files, hosts
     "check_record": "vscen.ownership", "safe_path": "vscen.ownership", "file_identity": "vscen.ownership",
-    "same_file": "vscen.ownership", "replace_file": "vscen.ownership", "BACKUP_MARK": "vscen.ownership",
+    "same_file": "vscen.ownership", "replace_file": "vscen.ownership", "restore_file": "vscen.ownership", "BACKUP_MARK": "vscen.ownership",
     "host_identity": "vscen.ownership", "check_host": "vscen.ownership",
 }
 

@@ -112,6 +112,36 @@ def replace_file(path, text: str, mode: int = 0o644) -> dict:
     return {"identity": file_identity(path), "backup": str(backup) if backup else None, "previous": before}
 
 
+def restore_file(connection, record: dict, own, what: str, pattern: str) -> bool:
+    """Take back what :func:`replace_file` did at *own* (the one path the record may name, as a
+    ``safe_path`` *pattern* below its folder) on the host of the record's ``host`` (reached by
+    *connection*; a file outlives a reboot): the file removed, or the one it replaced put back
+    (the very same file, from its hard link), only while the file there is still the one vscen
+    wrote. True when something was changed."""
+    own = Path(own)
+    check_record(record, {"path": str, "identity": dict, "backup?": (str, type(None)),
+                          "previous?": (dict, type(None)), "host": dict}, what)
+    path = safe_path(record["path"], [own.parent], what, pattern=pattern)
+    if path != own:
+        raise UsageError(f"{what}: the journal names {path}, not {own}: not touched")
+    check_host(record["host"], connection, what)
+    backup = record.get("backup")
+    if backup:
+        backup = safe_path(backup, [own.parent], what, pattern=f".{own.name}{BACKUP_MARK}*")
+    same = same_file(path, record["identity"])
+    if same is False:
+        return False  # rewritten since (another guest's run): leave it to that one
+    if backup is None or file_identity(backup) is None:
+        if not same:
+            return False
+        path.unlink()
+        return True
+    if not same_file(backup, record.get("previous")):
+        raise VscenError(f"{what}: {backup} is not the file vscen replaced; not touched")
+    os.replace(backup, path)
+    return True
+
+
 def same_file(path, identity) -> bool | None:
     """Whether the file at *path* is still the one of *identity* (same device, inode, size and
     content); None where it is gone."""

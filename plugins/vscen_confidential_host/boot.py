@@ -26,17 +26,13 @@ import subprocess
 from dataclasses import dataclass
 
 from vscen import (
-    BACKUP_MARK,
     HostError,
     UsageError,
     VscenError,
-    check_host,
     check_record,
-    file_identity,
     host_path,
     replace_file,
-    safe_path,
-    same_file,
+    restore_file,
 )
 
 MODPROBE = "etc/modprobe.d/vscen-confidential.conf"
@@ -214,28 +210,11 @@ def undo(connection, record: dict, regenerate: bool = True) -> None:
     """Remove the file vscen wrote, or put back the one it replaced: only while it is still the
     one vscen wrote, on the machine where it did; then regenerate grub.cfg for the GRUB file."""
     what = "confidential host"
-    check_record(record, {"kind": str, "path": str, "identity": dict, "backup?": (str, type(None)),
-                          "previous?": (dict, type(None)), "host": dict}, what)
+    check_record(record, {"kind": str}, what)
     if record["kind"] not in ("modprobe", "grub"):
         raise UsageError(f"{what}: {record['kind']!r} is not a file vscen writes (modprobe, grub); not touched")
     own = host_path(MODPROBE if record["kind"] == "modprobe" else GRUB_DROPIN)
-    path = safe_path(record["path"], [own.parent], what, pattern="vscen-confidential.c*")
-    if path != own:
-        raise UsageError(f"{what}: the journal names {path}, not {own}: not touched")
-    check_host(record["host"], connection, what)  # a file: a reboot changes nothing
-    backup = record.get("backup")
-    if backup:
-        backup = safe_path(backup, [own.parent], what, pattern=f".{own.name}{BACKUP_MARK}*")
-    same = same_file(path, record["identity"])
-    if same is False:
-        return  # rewritten since (another guest's run): leave it to that one
-    if backup is None or file_identity(backup) is None:
-        if not same:
-            return
-        path.unlink()
-    elif not same_file(backup, record.get("previous")):
-        raise VscenError(f"{what}: {backup} is not the file vscen replaced; not touched")
-    else:
-        os.replace(backup, path)
+    if not restore_file(connection, record, own, what, "vscen-confidential.c*"):
+        return
     if record["kind"] == "grub" and regenerate:
         update_grub(what)

@@ -8,19 +8,13 @@ import os
 from pathlib import Path
 
 from vscen import (
-    BACKUP_MARK,
     ExistsError,
     HostError,
     Step,
-    UsageError,
     VscenError,
-    check_host,
-    check_record,
-    file_identity,
     host_identity,
     replace_file,
-    safe_path,
-    same_file,
+    restore_file,
 )
 from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, size_text
 from vscen_hugepages.pools import backends, default_huge_kib
@@ -113,23 +107,4 @@ def plan_persistent(ctx, n: Need) -> list[Step]:
 def undo_sysctl(connection, record: dict) -> None:
     """Remove the file vscen wrote, or put back the one it replaced: only while it is still the
     one vscen wrote, on the machine where it did, never through a test driver."""
-    what = "hugepages sysctl"
-    check_record(record, {"path": str, "identity": dict, "backup?": (str, type(None)),
-                          "previous?": (dict, type(None)), "host": dict}, what)
-    path = safe_path(record["path"], [SYSCTL_CONF.parent], what, pattern="*vscen*.conf")
-    if path != SYSCTL_CONF:
-        raise UsageError(f"{what}: the journal names {path}, not {SYSCTL_CONF}: not touched")
-    check_host(record["host"], connection, what)  # a file: a reboot changes nothing
-    backup = record.get("backup")
-    if backup:
-        backup = safe_path(backup, [SYSCTL_CONF.parent], what, pattern=f".{SYSCTL_CONF.name}{BACKUP_MARK}*")
-    same = same_file(path, record["identity"])
-    if same is False:
-        return  # rewritten since (another guest's run): leave it to that one
-    if backup is None or file_identity(backup) is None:
-        if same:
-            path.unlink()
-        return
-    if not same_file(backup, record.get("previous")):
-        raise VscenError(f"{what}: {backup} is not the file vscen replaced; not touched")
-    os.replace(backup, path)
+    restore_file(connection, record, SYSCTL_CONF, "hugepages sysctl", "*vscen*.conf")
