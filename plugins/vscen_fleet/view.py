@@ -57,7 +57,7 @@ def plan_text(plan: Plan) -> str:
         cpus = f"vCPUs {s.used_vcpus} of {s.cpus * fleet.vcpu_ratio:g}" if s.cpus else "CPUs unknown"
         pages = "".join(f", huge pages of {_gib(k)}: {s.used_pages.get(k, 0)} of {v}"
                         for k, v in sorted(s.pages.items()) if v or s.used_pages.get(k))
-        lines.append(f"  {s.host.name} ({s.host.uri}): {len(s.guests)} guests; {mem}; {cpus}{pages}")
+        lines.append(f"  {s.host.name} ({s.host.uri}): {len(s.guests)} guest{'' if len(s.guests) == 1 else 's'}; {mem}; {cpus}{pages}")
     for names, p in _refusal_runs(plan):
         lines.append(refusal_text(names, p))
     return "\n".join(lines)
