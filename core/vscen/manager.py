@@ -196,14 +196,15 @@ def get_plugin_manager(
     pm = PluginManager()
     blocked = disabled_plugins(disabled, layers)
     if entry_points:
-        import importlib_metadata
+        from vscen.plugincache import entry_points
 
         local = local_plugins(os.environ.get(PATH_ENV, ""), pm.notes)
         by_name = {p.name: p for p in local}
-        for ep in sorted(importlib_metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        for ep in entry_points(GROUP):  # sorted by name
             if ep.name in pm.infos or ep.name in by_name:
                 continue  # the same distribution seen twice on sys.path; or replaced by a local one
-            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
+            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist,
+                              _distribution=getattr(ep, "distribution", ""), _version=getattr(ep, "version", ""))
             pm.infos[ep.name] = info
             top = ep.value.partition(":")[0].partition(".")[0].strip()
             if top in by_name:
