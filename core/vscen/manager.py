@@ -12,10 +12,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import pluggy
 
 from vscen import hookspecs
+
+_ABSENT = object()
+_HOOKABLE = (FunctionType, BuiltinFunctionType, MethodType, classmethod, staticmethod)
 
 GROUP = "vscen"
 #: comma-separated plugin (entry point) names that are not loaded
@@ -71,6 +75,16 @@ class PluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         #: problems that belong to no plugin (a VSCEN_PLUGIN_PATH entry that does not exist)
         self.notes: list[str] = []
+
+    def parse_hookimpl_opts(self, plugin, name: str):
+        # pluggy looks at every name of a plugin module with inspect.getattr_static (slow:
+        # hundreds of imported names); a module attribute that is no function, method,
+        # classmethod or staticmethod is never a hook implementation: say so at once
+        if isinstance(plugin, ModuleType):
+            value = plugin.__dict__.get(name, _ABSENT)
+            if value is not _ABSENT and not isinstance(value, _HOOKABLE):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
 
     def mark_broken(self, name: str, reason: str) -> None:
         info = self.infos[name]

@@ -13,44 +13,30 @@ interpreter and ``sys.path``, with what they were read from:
 
 The cache is used only while all of that is unchanged; a cache that cannot be read, is
 corrupt, or was made by another interpreter or format is ignored (and rewritten); one that
-cannot be written is not needed. Nothing is cached while one of those times is within the
-last few seconds (a change within the same clock tick would go unseen). Only the discovery
+cannot be written is not needed (``vscen.cache``). Nothing is cached while one of those times
+is within the last few seconds (a change within the same clock tick would go unseen). Only the discovery
 is cached: the plugins themselves are imported, and register, on every run, so that a
 changed plugin (an editable install) is never served stale.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
+from vscen.cache import cache_dir, enabled, read_json, recent, write_json
+from vscen.cache import stat as _stat
+
 FORMAT = 1
-#: seconds: a cache is not written while something it depends on changed more recently
-RECENT = 3.0
-#: set to anything but "" or "0" to neither read nor write the cache
-OFF_ENV = "VSCEN_NO_CACHE"
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vscen"
-
-
-def _stat(path: str) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return [st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size]
 
 
 def _usable() -> bool:
     """Whether distributions can come only from ``sys.path`` (the standard finders): another
     finder on ``sys.meta_path`` could find them anywhere, and the cache could not tell."""
-    if os.environ.get(OFF_ENV, "") not in ("", "0"):
+    if not enabled():
         return False
     for finder in sys.meta_path:
         if getattr(finder, "find_distributions", None) is None:
@@ -85,7 +71,7 @@ def read(group: str) -> list[dict] | None:
     if not _usable():
         return None
     try:
-        data = json.loads(_file(group).read_text())
+        data = read_json(_file(group))
         if data["format"] != FORMAT or data["key"] != _key() or not _unchanged(data["files"]):
             return None
         entries = data["entry_points"]
@@ -132,18 +118,9 @@ def _write(group: str, key: dict, found: list) -> None:
         except OSError:
             continue
     files = {path: _stat(path) for path in files}
-    now = time.time_ns()
-    stamps = [s[2] for s in [*key["stats"], *files.values()] if s is not None]
-    if any(now - stamp < RECENT * 1e9 for stamp in stamps) or key != _key():
+    if recent([*key["stats"], *files.values()]) or key != _key():
         return  # something changed just now, or while we read: the next run writes it
-    target = _file(group)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"format": FORMAT, "key": key, "files": files, "entry_points": entries}))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_json(_file(group), {"format": FORMAT, "key": key, "files": files, "entry_points": entries})
 
 
 class CachedEntryPoint:
