@@ -50,28 +50,44 @@ def shell_command(
     start(scenarios, connect)
 
 
-def build_app(config: Path | None = None, only: str | None = None) -> typer.Typer:
-    """The command line for the plugins loaded with *config* (``--config``); with *only*
-    ``"run"``, the root and ``vscen run`` alone (what ``vscen run ...`` parses: Typer builds
-    every command it is given, and start-up time counts)."""
-    from vscen.cli import run
+#: the core's own commands (not groups): ``vscen NAME ...`` builds the root and NAME alone
+SINGLE_COMMANDS = ("run", "destroy", "status", "list", "plugins", "rules", "validate", "shell")
 
+
+def build_app(config: Path | None = None, only: str | None = None) -> typer.Typer:
+    """The command line for the plugins loaded with *config* (``--config``); with *only*, one
+    of SINGLE_COMMANDS, the root and that command alone (what ``vscen NAME ...`` parses:
+    Typer builds every command it is given, and start-up time counts)."""
     pm, reg = loaded(config)
     app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
                       pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(_root)
-    app.command(no_args_is_help=True)(run.command(reg))
-    if only == "run":
-        return app
-    from vscen.cli import catalog, guests, host, plugin
+    if only in (None, "run"):
+        from vscen.cli import run
 
-    app.command()(guests.destroy)
-    app.command()(guests.status)
-    app.command("list")(catalog.list_)
-    app.command()(catalog.plugins)
-    app.command()(catalog.rules)
-    app.command()(catalog.validate)
-    app.command("shell")(shell_command)
+        app.command(no_args_is_help=True)(run.command(reg))
+    if only in (None, "destroy", "status"):
+        from vscen.cli import guests
+
+        for name, function in (("destroy", guests.destroy), ("status", guests.status)):
+            if only in (None, name):
+                app.command(name)(function)
+    if only in (None, "list", "plugins", "rules", "validate"):
+        from vscen.cli import catalog
+
+        for name, function in (("list", catalog.list_), ("plugins", catalog.plugins),
+                               ("rules", catalog.rules), ("validate", catalog.validate)):
+            if only in (None, name):
+                app.command(name)(function)
+    if only in (None, "shell"):
+        app.command("shell")(shell_command)
+    if only in ("list", "plugins", "rules", "validate"):
+        for command in reg.commands.values():  # the listings warn of one that cannot be loaded
+            _command_app(command, pm, reg)
+    if only is not None:
+        return app
+    from vscen.cli import host, plugin
+
     app.add_typer(host.app, name="host")
     app.add_typer(plugin.app, name="plugin")
     for name, command in sorted(reg.commands.items()):
@@ -135,7 +151,8 @@ def main() -> None:
     try:
         # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
         argv = sys.argv[1:]
-        build_app(_config_of(argv), only="run" if _command_of(argv) == "run" else None)()
+        command = _command_of(argv)
+        build_app(_config_of(argv), only=command if command in SINGLE_COMMANDS else None)()
     except VscenError as exc:
         if STATE["debug"]:
             raise
