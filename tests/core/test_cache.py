@@ -193,3 +193,50 @@ def test_an_invalid_domain_is_refused_every_time():
         with pytest.raises(InvalidDomainError):
             check_schema(bad)
     assert not cache.known_valid(SCHEMA_DIR, bad)
+
+
+DATACLASS_SCRIPT = '''
+import dataclasses, sys
+from vscen.cli import codecache
+
+installed = codecache.install()
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Point:
+    x: int
+    label: str = "p"
+    tags: tuple = dataclasses.field(default_factory=tuple)
+
+
+p = Point(1)
+assert p == Point(1, "p", ()) and p < Point(2) and hash(p) == hash(Point(1))
+assert repr(p) == "Point(x=1, label='p', tags=())"
+try:
+    p.x = 2
+    raise SystemExit("frozen instance changed")
+except dataclasses.FrozenInstanceError:
+    pass
+print(installed, sorted(k for k in codecache._NEW if "Point" in k or "x" in k) != [])
+'''
+
+
+@pytest.mark.skipif(sys.version_info[:2] not in ((3, 10), (3, 11)), reason="only where dataclasses is known")
+def test_the_dataclass_code_cache_changes_nothing_but_the_time(tmp_path):
+    import subprocess
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop(cache.OFF_ENV, None)
+
+    def run(**extra):
+        proc = subprocess.run([sys.executable, "-c", DATACLASS_SCRIPT], env=env | extra, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert run() == ["True", "True"]  # compiled and kept
+    [path] = (tmp_path / "cache" / "vscen").glob("dataclass-code-*.marshal")
+    assert run() == ["True", "False"]  # served from the cache: nothing compiled
+    path.write_bytes(b"\x00garbage")
+    assert run() == ["True", "True"]  # a corrupt cache is compiled anew
+    assert run(**{cache.OFF_ENV: "1"}) == ["False", "False"]

@@ -148,6 +148,9 @@ def main() -> None:
     from vscen.errors import VscenError
 
     STATE["debug"] = "--debug" in sys.argv[1:]  # before the plugins load: their errors too
+    from vscen.cli import codecache
+
+    codecache.install()  # before the plugins and the pipeline define their dataclasses
     try:
         # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
         argv = sys.argv[1:]
