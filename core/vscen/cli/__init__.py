@@ -140,8 +140,12 @@ def _config_of(argv: list[str]) -> Path | None:
 
 
 def _command_of(argv: list[str]) -> str | None:
-    """The command named on the command line (the root takes flags only), before Typer."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
+    """The command named first on the command line, before Typer: after ``--debug`` only (a
+    root ``--help`` before it shows every command)."""
+    rest = list(argv)
+    while rest and rest[0] == "--debug":
+        rest.pop(0)
+    return rest[0] if rest and not rest[0].startswith("-") else None
 
 
 def main() -> None:
