@@ -67,7 +67,7 @@ def write_json(path: Path, data) -> None:
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's own, as their guests' XML
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     except Exception:

@@ -92,7 +92,7 @@ def _save() -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         kept = dict(list(_CODE.items())[-KEPT:])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(tmp, "wb") as f:
             marshal.dump(kept, f)
         os.replace(tmp, path)
