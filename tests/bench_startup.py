@@ -1,7 +1,8 @@
 """Start-up benchmark: wall time of ``vscen run secure-vm --dry-run`` as a ratio to a bare
 ``python -c "import typer, lxml.etree, pluggy"`` on the same machine, same interpreter.
 
-Run: ``python tests/bench_startup.py [--runs N] [--instructions]`` (or ``tox -e bench``).
+Run: ``python tests/bench_startup.py [--runs N] [--instructions]``; ``tox -e bench`` runs
+``tests/bench_speed.py``, which measures this and more (discovery, a guest's lifecycle).
 Target: ratio <= 1.5. It is a benchmark, not a test: it prints figures and never fails a suite.
 Wall time is noisy on a shared machine; ``--instructions`` also counts the instructions each
 command executes under valgrind's callgrind, which the machine's load does not change.

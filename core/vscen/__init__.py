@@ -5,30 +5,23 @@ Plugin authors need only what this module exports (and ``vscen.testing`` in thei
     from vscen import hookimpl, Feature, Scenario, Validator, HostAction, Step, Conflict, Check
     from vscen import Setting, FactProvider, Command
 
-The data classes and ``hookimpl`` are imported with ``vscen``; the helpers below it (errors,
-sizes, CPU lists, setting defaults, atomic writes...; docs/hooks.md, "Public helpers", lists
-them) are imported the first time a plugin asks for one, so that start-up stays lean.
+``hookimpl`` is defined here; the data classes (``vscen.model``) and the helpers below
+(errors, sizes, CPU lists, setting defaults, atomic writes...; docs/hooks.md, "Public
+helpers", lists them) are imported the first time one is asked for, so that start-up stays
+lean (the command line readies what makes defining data classes fast first:
+``vscen.cli.codecache``).
 """
 
 import pluggy
-
-from vscen.model import (
-    Check,
-    Command,
-    Conflict,
-    FactProvider,
-    Feature,
-    HostAction,
-    Scenario,
-    Setting,
-    Step,
-    Validator,
-)
 
 __version__ = "0.1.0"
 
 #: Marker for plugin hook implementations, as ``pytest.hookimpl`` is for pytest.
 hookimpl = pluggy.HookimplMarker("vscen")
+
+#: the data classes plugins register, defined in vscen.model (imported on first use)
+_MODEL = ("Check", "Command", "Conflict", "FactProvider", "Feature", "HostAction", "Scenario", "Setting",
+          "Step", "Validator")
 
 #: public helpers, by name -> the module that defines them (imported on first use)
 _LAZY = {
@@ -81,7 +74,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
+    module = "vscen.model" if name in _MODEL else _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'vscen' has no attribute '{name}'")
     import importlib
@@ -92,4 +85,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_MODEL) | set(_LAZY))

@@ -12,10 +12,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import pluggy
 
 from vscen import hookspecs
+
+_ABSENT = object()
+_HOOKABLE = (FunctionType, BuiltinFunctionType, MethodType, classmethod, staticmethod)
 
 GROUP = "vscen"
 #: comma-separated plugin (entry point) names that are not loaded
@@ -71,6 +75,16 @@ class PluginManager(pluggy.PluginManager):
         self.infos: dict[str, PluginInfo] = {}
         #: problems that belong to no plugin (a VSCEN_PLUGIN_PATH entry that does not exist)
         self.notes: list[str] = []
+
+    def parse_hookimpl_opts(self, plugin, name: str):
+        # pluggy looks at every name of a plugin module with inspect.getattr_static (slow:
+        # hundreds of imported names); a module attribute that is no function, method,
+        # classmethod or staticmethod is never a hook implementation: say so at once
+        if isinstance(plugin, ModuleType):
+            value = plugin.__dict__.get(name, _ABSENT)
+            if value is not _ABSENT and not isinstance(value, _HOOKABLE):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
 
     def mark_broken(self, name: str, reason: str) -> None:
         info = self.infos[name]
@@ -196,14 +210,15 @@ def get_plugin_manager(
     pm = PluginManager()
     blocked = disabled_plugins(disabled, layers)
     if entry_points:
-        import importlib_metadata
+        from vscen.plugincache import entry_points
 
         local = local_plugins(os.environ.get(PATH_ENV, ""), pm.notes)
         by_name = {p.name: p for p in local}
-        for ep in sorted(importlib_metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        for ep in entry_points(GROUP):  # sorted by name
             if ep.name in pm.infos or ep.name in by_name:
                 continue  # the same distribution seen twice on sys.path; or replaced by a local one
-            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
+            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist,
+                              _distribution=getattr(ep, "distribution", ""), _version=getattr(ep, "version", ""))
             pm.infos[ep.name] = info
             top = ep.value.partition(":")[0].partition(".")[0].strip()
             if top in by_name:

@@ -47,7 +47,7 @@ def taken(name: str) -> str | None:
     if item is not None:
         return f"{item.kind} '{name}' is registered already by plugin '{reg.plugin_of(name)}'"
     dist = f"vscen-{name}"
-    if any(i.distribution == dist for i in pm.infos.values() if i.dist is not None):
+    if any(i.distribution == dist for i in pm.infos.values()):  # local ones are "(local: DIR)"
         return f"the distribution {dist} is installed already"
     module = module_name(name)
     if importlib.util.find_spec(module) is not None:

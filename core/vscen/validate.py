@@ -43,7 +43,9 @@ class Support:
             return frozenset(self.known[key])
         if self.rng is None:
             return frozenset()
-        return _schema_values(self.rng, element, attribute)
+        from vscen.cache import schema_values  # reading the schema takes a while: remembered
+
+        return schema_values(self.rng, element, attribute, lambda: _schema_values(self.rng, element, attribute))
 
     def accepts(self, element: str, attribute: str, value: str) -> bool:
         """Whether the schema lists *value* for *attribute* of *element*."""
@@ -192,12 +194,18 @@ def _culprit(root, rng):
 
 
 def check_schema(xml_text: str, owner_of=None) -> None:
-    """Raise if *xml_text* is not valid for the installed libvirt."""
+    """Raise if *xml_text* is not valid for the installed libvirt (an XML found valid against
+    the same schema files before is not validated again: ``vscen.cache``)."""
+    from vscen import cache
+
+    if cache.known_valid(SCHEMA_DIR, xml_text):
+        return
     errors = schema_errors(xml_text, owner_of=owner_of)
     if errors:
         raise InvalidDomainError(
             "the domain XML does not validate against libvirt's schema: " + "; ".join(errors), errors
         )
+    cache.remember_valid(SCHEMA_DIR, xml_text)
 
 
 def run_domain_validators(ctx, validators) -> list:

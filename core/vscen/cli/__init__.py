@@ -50,25 +50,53 @@ def shell_command(
     start(scenarios, connect)
 
 
-def build_app(config: Path | None = None) -> typer.Typer:
-    """The command line for the plugins loaded with *config* (``--config``)."""
-    from vscen.cli import catalog, guests, host, hosts, plugin, run
+#: the core's own commands (not groups): ``vscen NAME ...`` builds the root and NAME alone
+SINGLE_COMMANDS = ("run", "destroy", "status", "list", "plugins", "rules", "validate", "shell", "hosts")
 
+
+def build_app(config: Path | None = None, only: str | None = None) -> typer.Typer:
+    """The command line for the plugins loaded with *config* (``--config``); with *only*, one
+    of SINGLE_COMMANDS, the root and that command alone (what ``vscen NAME ...`` parses:
+    Typer builds every command it is given, and start-up time counts)."""
     pm, reg = loaded(config)
     app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
                       pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(_root)
-    app.command(no_args_is_help=True)(run.command(reg))
-    app.command()(guests.destroy)
-    app.command()(guests.status)
-    groups = {name: _command_app(command, pm, reg) for name, command in sorted(reg.commands.items())}
-    app.add_typer(catalog.list_app(_listings(reg, pm, groups)), name="list")
-    app.command()(catalog.plugins)
-    app.command()(catalog.rules)
-    app.command()(catalog.validate)
-    app.command("shell")(shell_command)
+    groups = None
+    if only in (None, "run"):
+        from vscen.cli import run
+
+        app.command(no_args_is_help=True)(run.command(reg))
+    if only in (None, "destroy", "status"):
+        from vscen.cli import guests
+
+        for name, function in (("destroy", guests.destroy), ("status", guests.status)):
+            if only in (None, name):
+                app.command(name)(function)
+    if only in (None, "list", "plugins", "rules", "validate"):
+        from vscen.cli import catalog
+
+        if only in (None, "list"):
+            # the listings warn of a plugin command that cannot be loaded
+            groups = {name: _command_app(command, pm, reg) for name, command in sorted(reg.commands.items())}
+            app.add_typer(catalog.list_app(_listings(reg, pm, groups)), name="list")
+        for name, function in (("plugins", catalog.plugins), ("rules", catalog.rules), ("validate", catalog.validate)):
+            if only in (None, name):
+                app.command(name)(function)
+    if only in (None, "shell"):
+        app.command("shell")(shell_command)
+    if only in (None, "hosts"):
+        from vscen.cli import hosts
+
+        app.command("hosts")(hosts.hosts)
+    if only in ("plugins", "rules", "validate"):
+        for command in reg.commands.values():  # the listings warn of one that cannot be loaded
+            _command_app(command, pm, reg)
+    if only is not None:
+        return app
+    from vscen.cli import host, plugin
+
     app.add_typer(host.app, name="host")
-    app.command("hosts")(hosts.hosts)
     app.add_typer(plugin.app, name="plugin")
     for name, group in groups.items():
         if group is not None:
@@ -138,13 +166,27 @@ def _config_of(argv: list[str]) -> Path | None:
     return None
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The command named first on the command line, before Typer: after ``--debug`` only (a
+    root ``--help`` before it shows every command)."""
+    rest = list(argv)
+    while rest and rest[0] == "--debug":
+        rest.pop(0)
+    return rest[0] if rest and not rest[0].startswith("-") else None
+
+
 def main() -> None:
     from vscen.errors import VscenError
 
     STATE["debug"] = "--debug" in sys.argv[1:]  # before the plugins load: their errors too
+    from vscen.cli import codecache
+
+    codecache.install()  # before the plugins and the pipeline define their dataclasses
     try:
         # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
-        build_app(_config_of(sys.argv[1:]))()
+        argv = sys.argv[1:]
+        command = _command_of(argv)
+        build_app(_config_of(argv), only=command if command in SINGLE_COMMANDS else None)()
     except VscenError as exc:
         if STATE["debug"]:
             raise
