@@ -153,6 +153,13 @@ class HostAction:
     #: its steps run after the domain is defined and before it is started (a snapshot before
     #: the first boot), not before the domain is defined as other actions' steps do
     after_define: bool = False
+    #: host preparation that failing host checks wait for (kernel options that take effect
+    #: after a reboot): ``prepares(ctx)`` names the validators whose failures this action's
+    #: steps address in this run, none where it plans nothing. When every failing host check
+    #: is so named, ``vscen run`` builds no guest: it prepares the host (the plan holds these
+    #: actions' steps, journalled under the guest's name) and says to run again after the
+    #: reboot
+    prepares: Callable[[Context], Iterable[str]] | None = field(default=None, compare=False)
 
 
 def as_tuple(value: Iterable[str] | str | None) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vscen.errors import HostError, RulesError, UsageError, raise_all
+from vscen.errors import HostError, PluginError, RulesError, UsageError, VscenError, raise_all
 
 
 @dataclass
@@ -51,6 +51,9 @@ class Result:
     connection: Any = None
     customised: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the host actions that prepare the host for the failing host checks (``HostAction.prepares``):
+    #: no guest was built (``xml`` is empty), the run prepares the host only
+    prepare_only: tuple[str, ...] = ()
 
     @property
     def settings(self):
@@ -105,6 +108,13 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     checks = run_host_validators(ctx, reg, resolution.validators())
     fails = [c for c in checks if c.status == "fail"]
+    preparing = _preparing(ctx, reg, resolution, fails)
+    if preparing:
+        failing = ", ".join(dict.fromkeys(c.validator for c in fails))
+        ctx.note(f"no guest is built: {failing} fails until the host is prepared ({', '.join(preparing)}) "
+                 "and rebooted; then run the same command again")
+        return Result(xml="", ctx=ctx, checks=checks, connection=connection, warnings=pm.warnings(),
+                      prepare_only=preparing)
     raise_all(HostError, "the host is not ready",
               [f"{c.validator}: {c.message}" + (f" (fix: {c.fix})" if c.fix else "") for c in fails])
 
@@ -138,6 +148,29 @@ def render(request: Request, keep_connection: bool = True) -> Result:
         connection = ctx.connection = None
     return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
                   customised=customised, warnings=pm.warnings())
+
+
+def _preparing(ctx, reg, resolution, fails) -> tuple[str, ...]:
+    """The chosen host actions that prepare the host for every failing host check in this run
+    (``HostAction.prepares``); () where some failure is left unaddressed."""
+    if not fails:
+        return ()
+    covered, actions = set(), []
+    for name in resolution.host_actions():
+        action = reg.host_actions[name]
+        if action.prepares is None:
+            continue
+        try:
+            names = set(action.prepares(ctx) or ())
+        except VscenError:
+            raise
+        except Exception as exc:  # a bug in the plugin: say whose
+            raise PluginError(f"host action '{name}' of {reg.describe(name, 'host-actions')} failed in "
+                              f"prepares: {type(exc).__name__}: {exc}") from exc
+        if names:
+            covered |= names
+            actions.append(name)
+    return tuple(actions) if actions and {c.validator for c in fails} <= covered else ()
 
 
 def request_settings(request: Request, reg, resolution, rule_problems: list[str] = ()):

@@ -54,19 +54,12 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
         plan.steps.append(steps.make_dirs(out_dir))
 
     after_define: list[Step] = []  # steps of actions that need the domain defined, not started
-    for name in ctx.resolution.host_actions():
-        action = ctx.registry.host_actions[name]
-        into = after_define if action.after_define else plan.steps
-        try:
-            for step in action.plan(ctx) or ():
-                into.append(Step(step.description, step.do, owner=name))
-        except ExistsError as exc:
-            refused.extend(exc.problems or [str(exc)])
-        except VscenError:
-            raise  # the plugin refuses, with a message for the user
-        except Exception as exc:  # a bug in the plugin: say whose
-            raise PluginError(f"host action '{name}' of {ctx.registry.describe(name, 'host-actions')} failed "
-                              f"in plan: {type(exc).__name__}: {exc}") from exc
+    if result.prepare_only:  # no guest: the host's preparation alone (HostAction.prepares)
+        _plan_actions(ctx, result.prepare_only, plan.steps, plan.steps, refused)
+        if refused:
+            raise ExistsError("; ".join(refused), refused, summary="the run would replace what exists")
+        return plan
+    _plan_actions(ctx, ctx.resolution.host_actions(), plan.steps, after_define, refused)
 
     path = out_dir / "domain.xml"
     plan.xml_path = path
@@ -115,6 +108,24 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     if refused:
         raise ExistsError("; ".join(refused), refused, summary="the run would replace what exists")
     return plan
+
+
+def _plan_actions(ctx, names, before: list, after_define: list, refused: list[str]) -> None:
+    """The steps of host actions *names*, each into *before* or *after_define*; what exists
+    and differs goes to *refused*."""
+    for name in names:
+        action = ctx.registry.host_actions[name]
+        into = after_define if action.after_define else before
+        try:
+            for step in action.plan(ctx) or ():
+                into.append(Step(step.description, step.do, owner=name))
+        except ExistsError as exc:
+            refused.extend(exc.problems or [str(exc)])
+        except VscenError:
+            raise  # the plugin refuses, with a message for the user
+        except Exception as exc:  # a bug in the plugin: say whose
+            raise PluginError(f"host action '{name}' of {ctx.registry.describe(name, 'host-actions')} failed "
+                              f"in plan: {type(exc).__name__}: {exc}") from exc
 
 
 def _plan_transient(plan: Plan, result, refused: list[str]) -> None:

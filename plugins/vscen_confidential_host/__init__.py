@@ -12,7 +12,9 @@
   Ubuntu); elsewhere the plan says which command adds it. Applied only with ``--prepare-host``,
   on this machine (a remote host or a recorded one gets the plan as notes); every change is
   shown in the plan first, takes effect after a reboot, and undo (``vscen destroy``) puts the
-  previous files back byte for byte.
+  previous files back byte for byte. On a host that offers no launch security yet (the
+  ``confidential-computing`` check fails), ``--prepare-host`` prepares the host alone: no guest
+  is built, and the same command run again after the reboot builds it.
 - ``confidential-host.boot`` (fact): the kvm options modprobe.d sets, the parameters the kernel
   has, the command line it booted with, and the boot loader -- read on the host itself.
 """
@@ -79,6 +81,20 @@ def plan(ctx) -> list[Step]:
         ctx.note(line)
     ctx.note("confidential host: the changes take effect after a reboot of this host")
     return [_step(description, kind, text, connection) for description, kind, text in changes if kind]
+
+
+def prepares(ctx) -> tuple[str, ...]:
+    """The host check this action's steps address in this run: ``confidential-computing`` (the
+    host offers no launch security yet) where it will write what the host lacks at boot."""
+    from vscen_confidential_host import boot
+
+    vendor, fact = _vendor(ctx.host), ctx.host.fact(FACT)
+    connection = ctx.connection
+    if not (vendor and fact is not None and ctx.settings.prepare_host and connection is not None
+            and connection.is_local and not connection.is_test):
+        return ()
+    need = boot.wanted(vendor, fact)
+    return ("confidential-computing",) if need.options or need.cmdline else ()
 
 
 def _changes(ctx, need, fact) -> list[tuple[str, str, str]]:
@@ -161,6 +177,7 @@ CONFIDENTIAL_HOST = HostAction(
     ),
     plan=plan,
     undo=undo,
+    prepares=prepares,
 )
 
 FEATURE = Feature(

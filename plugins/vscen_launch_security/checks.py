@@ -24,13 +24,15 @@ def path(el) -> str:
 
 ENABLE_SEV = (
     "Enable SEV (and SME, SEV-ES) in the host's firmware/BIOS setup; boot the host kernel with "
-    "'mem_encrypt=on kvm_amd.sev=1 kvm_amd.sev_es=1'; check that "
+    "'mem_encrypt=on kvm_amd.sev=1 kvm_amd.sev_es=1' (on this machine 'vscen run ... "
+    "--prepare-host' writes both for the next boot); check that "
     "/sys/module/kvm_amd/parameters/sev reads Y and /dev/sev exists; then restart libvirt "
     "(virtqemud or libvirtd) so its domain capabilities list sev"
 )
 ENABLE_TDX = (
     "Enable TDX (with TME/MKTME) in the host's firmware/BIOS setup; boot a TDX-capable host "
-    "kernel with 'kvm_intel.tdx=1'; check that /sys/module/kvm_intel/parameters/tdx reads Y; "
+    "kernel with 'kvm_intel.tdx=1' (on this machine 'vscen run ... --prepare-host' writes it for "
+    "the next boot); check that /sys/module/kvm_intel/parameters/tdx reads Y; "
     "then restart libvirt (virtqemud or libvirtd) so its domain capabilities list tdx"
 )
 

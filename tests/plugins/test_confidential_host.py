@@ -268,3 +268,45 @@ def test_hostile_records_are_refused_before_anything(root):
         cch.undo(LOCAL, {"kind": "modprobe", "path": "/etc/modprobe.d/vscen-confidential.conf", "identity": {},
                          "backup": "/etc/shadow", "previous": None, "host": host_identity(LOCAL)})
     assert Path("/etc/shadow").exists()
+
+
+# -- a host that offers no launch security yet: --prepare-host prepares it alone ----------------
+
+
+def test_a_host_without_launch_security_is_prepared_alone_and_destroy_takes_it_back(root, tmp_path):
+    """qemu:///system here offers no SEV or TDX, so the confidential-computing check fails;
+    with --prepare-host on this machine (its boot side a fake tree) no guest is built: the plan
+    is the host's preparation, journalled under the guest's name, and rollback (vscen destroy)
+    takes it back."""
+    from conftest import system_or_skip
+
+    from vscen.apply import apply, rollback
+    from vscen.journal import Journal
+
+    system_or_skip().close()
+    (root / "sys/module/kvm_intel/parameters").mkdir(parents=True)
+    (root / "sys/module/kvm_intel/parameters/tdx").write_text("N\n")  # an Intel CI machine gets TDX
+    request = Request(scenarios=[], add=["launch-security", "confidential-host"], connect="qemu:///system",
+                      options={"name": "cch-prep", "network": "none", "virt_type": "qemu", "prepare_host": True})
+    result = render(request)
+    try:
+        assert result.prepare_only == ("confidential-host",) and result.xml == ""
+        assert [c.validator for c in result.checks if c.status == "fail"][0] == "confidential-computing"
+        assert ("no guest is built: confidential-computing fails until the host is prepared (confidential-host) "
+                "and rebooted; then run the same command again") in result.ctx.notes
+        plan = make_plan(result, tmp_path / "out")
+        owners = [s.owner for s in plan.steps[1:]]
+        assert owners and set(owners) == {"confidential-host"}, [s.description for s in plan.steps]
+        assert plan.xml_path is None
+        journal = Journal.open(plan.out_dir, "cch-prep", result.ctx.uri)
+        apply(plan, journal, result.connection, result.ctx.registry)
+        written = [p for p in (root / boot.MODPROBE, root / boot.GRUB_DROPIN) if p.exists()]
+        assert written and all(p.read_text().startswith(boot.HEADER) for p in written)
+        assert rollback(list(journal.entries), journal, result.connection, result.ctx.registry) == []
+        assert not [p for p in written if p.exists()]
+    finally:
+        result.connection.close()
+
+    # without --prepare-host the same run is refused, with the fix naming it
+    with pytest.raises(HostError, match="confidential-computing.*--prepare-host"):
+        render(replace(request, options={**request.options, "prepare_host": False}))

@@ -114,6 +114,7 @@ def _summary(result, plan) -> dict:
         "xml": str(plan.xml_path) if plan.xml_path else None,
         "plan": [s.description for s in plan.steps],
         "unchanged": list(plan.unchanged),
+        "prepare_only": list(result.prepare_only),
     }
 
 
@@ -139,7 +140,11 @@ def _report(summary: dict, as_json: bool, dry_run: bool) -> None:
     lines += [f"unchanged: {u}" for u in summary["unchanged"]]
     if not dry_run and not summary.get("applied"):
         lines.append("nothing to do: everything is up to date")
-    lines.append(f"xml: {summary['xml']}")
+    if summary["prepare_only"]:
+        lines.append("no guest built: the host " + ("would be" if dry_run else "is") + " prepared by "
+                     + ", ".join(summary["prepare_only"]) + "; reboot it, then run the same command again")
+    else:
+        lines.append(f"xml: {summary['xml']}")
     # the XML goes to stdout in a dry run, so the summary goes to stderr there
     for line in lines:
         typer.echo(line, err=dry_run)
