@@ -297,6 +297,9 @@ def _render(group: Group, state: HostState, fleet: Fleet, config) -> Need | str:
         raise type(exc)(f"{group.label}: {exc}") from None
     except VscenError as exc:  # the rules, the host's checks, the schema: why this host cannot have it
         return str(exc)
+    if result.prepare_only:  # the host must be prepared (and rebooted) first: no guest to place
+        return (f"the host must first be prepared by {', '.join(result.prepare_only)} and rebooted "
+                "(vscen run ... --prepare-host there)")
     return need_of(result.xml, state.facts)
 
 
