@@ -295,6 +295,7 @@ def test_building_the_command_line_loads_no_attest_command(tmp_path):
         return run.returncode, run.stderr.strip().splitlines()[-1]
 
     code, modules = loaded("run", "secure-vm", "--dry-run", "--name", "atte2e-startup")
-    assert code == 0 and modules == "['vscen_attest.cli']", modules
+    # at most the group itself (vscen run builds no plugin's command group at all)
+    assert code == 0 and modules in ("[]", "['vscen_attest.cli']"), modules
     code, modules = loaded("attest", "verify", "--help")
     assert code == 0 and "'vscen_attest.verify_cli'" in modules, modules
