@@ -24,7 +24,9 @@ memory less the huge pages.
 from __future__ import annotations
 
 from vscen import Command, FactProvider, hookimpl
-from vscen_fleet.placement import MEMORY_FACT
+
+#: the fact's name (placement reads it); the placement module itself only when a fleet is planned
+MEMORY_FACT = "fleet.memory"
 
 
 def read_memory(probe):

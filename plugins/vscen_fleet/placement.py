@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from vscen import PluginError, UsageError, VscenError
+from vscen_fleet import MEMORY_FACT
 from vscen_fleet.spec import PEERS_SETTING, Fleet, Group, Host
 
-#: the fact the fleet plugin reads of a live host's memory (see vscen_fleet.memory)
-MEMORY_FACT = "fleet.memory"
 #: how a refusal for want of room begins (the others are the host's checks failing)
 ROOM = "no room: "
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2,
