@@ -33,7 +33,7 @@ _LAZY = {
     "parse_size": "vscen.settings", "check_path": "vscen.settings", "check_name": "vscen.settings",
     "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
     # setting defaults, to tell what the user chose from a default
-    "builtin_default": "vscen.defaults", "scenario_defaults": "vscen.defaults",
+    "builtin_default": "vscen.defaults", "scenario_defaults": "vscen.defaults", "default_of": "vscen.defaults",
     # files
     "atomic_write": "vscen.files",
     # the libvirt secret of an encrypted disk

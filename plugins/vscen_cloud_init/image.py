@@ -104,19 +104,14 @@ def prepare(ctx) -> None:
 
 def _format_asked(ctx, disk) -> bool:
     """Whether the user chose disk 1's format (rather than a scenario or vscen's default)."""
-    from vscen import builtin_default, scenario_defaults
+    from vscen import default_of
 
     s = ctx.settings
     if s.level("disk.format") == "user":
         return True
     if not s.source("disks").startswith(("option", "config")):
         return False
-    default = builtin_default("disk.format")
-    src = s.source("disk.format")
-    reg = getattr(ctx, "registry", None)
-    if src.startswith("scenario ") and reg is not None and src[9:] in reg.scenarios:
-        default = scenario_defaults(reg.scenarios[src[9:]]).get("disk.format", default)
-    return disk.format != default  # a --disk format=... equal to the default cannot be told from it
+    return disk.format != default_of(ctx, "disk.format")  # a --disk format=... equal to the default cannot be told from it
 
 
 def finish(domain, ctx) -> None:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vscen import HostError, LibvirtError, UsageError, VscenError, builtin_default, parse_size, scenario_defaults, secret_uuid
+from vscen import HostError, LibvirtError, UsageError, VscenError, default_of, parse_size, secret_uuid
 
 if TYPE_CHECKING:
     from vscen_volumes.pools import Pool
@@ -146,13 +146,8 @@ def size_asked(ctx, disk) -> bool:
     s = ctx.settings
     if s.level("disk.size") == "user":
         return True
-    default = builtin_default("disk.size")
-    src = s.source("disk.size")
-    reg = getattr(ctx, "registry", None)
-    if src.startswith("scenario ") and reg is not None and src[9:] in reg.scenarios:
-        default = scenario_defaults(reg.scenarios[src[9:]]).get("disk.size", default)
     # a --disk size=... equal to the default cannot be told apart from it: it counts as not asked
-    return disk.size != parse_size("disk.size", default, "g")
+    return disk.size != parse_size("disk.size", default_of(ctx, "disk.size"), "g")
 
 
 def check_existing(pl: Planner, disk, path: str, img: Image, size: int) -> bool:
