@@ -20,7 +20,6 @@ HostFactsOpt = Annotated[Optional[list[Path]], typer.Option(
     "--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML, or a 'vscen host snapshot'. Repeatable.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
-_loaded: dict = {}
 #: builds the whole command line (set by ``vscen.cli``): the shell runs commands in-process
 #: through it, without importing the package that starts the shell
 APP: dict = {"build": None}
@@ -33,12 +32,9 @@ def err(text: str) -> None:
 def loaded(config: Path | None = None):
     """(plugin manager, registry) of this process, loaded once per config file: the command
     line is built from them (plugins' options and commands), and the pipeline reuses them."""
-    key = str(config) if config is not None else None
-    if key not in _loaded:
-        from vscen.registry import load
+    from vscen.guests import loaded as load_once  # one cache with the commands that make many guests
 
-        _loaded[key] = load(config)
-    return _loaded[key]
+    return load_once(config)
 
 
 def app():
