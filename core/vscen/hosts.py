@@ -56,14 +56,22 @@ def read_host(uri: str | None = None, facts=(), *, config: Path | None = None) -
         raise UsageError("host: give a libvirt URI or recorded facts")
     connection = open_connection(uri)
     try:
-        if connection.is_test:
-            from vscen.host.facts import reference
-
-            host = reference()
-        else:
-            from vscen.host.probe import probe_default
-
-            host = probe_default(connection)
-        return read_provided(host, reg, connection=connection, pm=pm)
+        return facts_of(connection, reg, pm)
     finally:
         connection.close()
+
+
+def facts_of(connection, reg, pm=None) -> HostFacts:
+    """The facts of the host an open *connection* reaches (the embedded driver's reference
+    host, else a live probe), with every plugin's fact read through it (``vscen host``)."""
+    from vscen.host.providers import read_provided
+
+    if connection.is_test:
+        from vscen.host.facts import reference
+
+        host = reference()
+    else:
+        from vscen.host.probe import probe_default
+
+        host = probe_default(connection)
+    return read_provided(host, reg, connection=connection, pm=pm)

@@ -49,15 +49,11 @@ def _facts(connect: str | None, host_facts: list[Path] | None, reg, pm):
 
     if host_facts:
         return read_provided(hf.load_files(host_facts), reg, pm=pm), None
+    from vscen.hosts import facts_of
+
     connection = _open(connect)
     try:
-        if connection.is_test:
-            facts = hf.reference()
-        else:
-            from vscen.host.probe import probe_default
-
-            facts = probe_default(connection)
-        return read_provided(facts, reg, connection=connection, pm=pm), connection.uri
+        return facts_of(connection, reg, pm), connection.uri
     finally:
         connection.close()
 
