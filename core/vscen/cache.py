@@ -63,12 +63,17 @@ def read_json(path: Path):
 
 def write_json(path: Path, data) -> None:
     """Write *data* to *path* atomically; a failure is ignored (a cache is never needed)."""
-    if not enabled():
-        return
+    if enabled():
+        write_bytes(path, json.dumps(data).encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write *data* to the cache file *path* atomically (through a temporary file and a
+    rename); a failure is ignored (a cache is never needed)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's own, as their guests' XML
-        tmp.write_text(json.dumps(data))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except Exception:
         pass

@@ -86,18 +86,7 @@ def _save() -> None:
     if not _NEW:
         return
     import marshal
-    import os
 
-    path = _path()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        kept = dict(list(_CODE.items())[-KEPT:])
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(tmp, "wb") as f:
-            marshal.dump(kept, f)
-        os.replace(tmp, path)
-    except Exception:  # a cache is never needed
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    from vscen.cache import write_bytes
+
+    write_bytes(_path(), marshal.dumps(dict(list(_CODE.items())[-KEPT:])))
