@@ -5,15 +5,13 @@ encryption on test:///default, which keeps no secrets; ``--no-encrypt-disk`` lea
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 from conftest import host_files
 from lxml import etree
-from test_volumes import IMAGES, SYSTEM_URI, Env, host_steps, qemu_img, qemu_system
+from test_volumes import host_steps, qemu_img, system_env
 
 from vscen import secret_uuid
 from vscen.pipeline import Request, render
@@ -26,23 +24,7 @@ NOT_HERE = ["launch-security", "cpu-passthrough", "locked-memory"]
 def xenv(monkeypatch):
     """qemu:///system and a fresh directory under /var/lib/libvirt/images, names with secxml-."""
     monkeypatch.delenv("VSCEN_DISK_PASSPHRASE", raising=False)
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
-    tag = "secxml-" + uuid.uuid4().hex[:8]
-    root = IMAGES / f"vscen-test-{tag}"
-    root.mkdir(parents=True)
-    env = Env(SYSTEM_URI, conn, tag, root)
-    try:
-        yield env
-    finally:
-        try:
-            env.cleanup()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-            conn.close()
+    yield from system_env("secxml-")
 
 
 def secure_vm(env, disks, scenarios=("secure-vm",), **options):

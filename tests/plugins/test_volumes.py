@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import qemu_system, render_for
+from conftest import render_for, system_or_skip
 from lxml import etree
 
 from vscen.errors import ExistsError, HostError, UsageError, VscenError
@@ -155,12 +155,14 @@ def tenv():
 @pytest.fixture
 def senv():
     """qemu:///system and a fresh directory under /var/lib/libvirt/images."""
-    conn = qemu_system()
-    if conn is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run libvirtd (scripts/setup.sh --daemons), but qemu:///system is unreachable")
-        pytest.skip("no libvirt daemon at qemu:///system")
-    tag = uuid.uuid4().hex[:8]
+    yield from system_env()
+
+
+def system_env(prefix: str = ""):
+    """An Env on qemu:///system whose names start with *prefix*, in a fresh directory under
+    /var/lib/libvirt/images, cleaned up after (a fixture's body)."""
+    conn = system_or_skip()
+    tag = prefix + uuid.uuid4().hex[:8]
     root = IMAGES / f"vscen-test-{tag}"
     root.mkdir(parents=True)
     env = Env(SYSTEM_URI, conn, tag, root)
