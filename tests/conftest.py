@@ -108,6 +108,24 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture
+def results():
+    """render(**request) that closes the connections afterwards."""
+    from vscen.pipeline import Request, render
+
+    made = []
+
+    def make(**kw):
+        result = render(Request(**kw))
+        made.append(result)
+        return result
+
+    yield make
+    for result in made:
+        if result.connection is not None:
+            result.connection.close()
+
+
+@pytest.fixture
 def regen_golden(request) -> bool:
     return request.config.getoption("--regen-golden")
 

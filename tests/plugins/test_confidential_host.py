@@ -69,26 +69,11 @@ def root(tmp_path, monkeypatch):
     return root
 
 
-def fact_of(root=None, **override) -> dict:
+def fact_of(**override) -> dict:
     probe = SimpleNamespace(local=True)
     fact = cch.read_fact(probe)
     fact.update(override)
     return json.loads(json.dumps(fact))  # as a snapshot keeps it
-
-
-@pytest.fixture
-def results():
-    made = []
-
-    def make(**kw):
-        result = render(Request(**kw))
-        made.append(result)
-        return result
-
-    yield make
-    for result in made:
-        if result.connection is not None:
-            result.connection.close()
 
 
 def ctx_for(results, fact, host="amd-sev", prepare=True, connection=LOCAL, force=False):

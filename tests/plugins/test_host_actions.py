@@ -27,7 +27,6 @@ from vscen import host_identity
 from vscen.apply import apply, rollback
 from vscen.errors import ExistsError, HostError, RulesError, UsageError, VscenError
 from vscen.journal import Journal
-from vscen.pipeline import Request, render
 from vscen.plan import make_plan
 
 SYSTEM = "qemu:///system"
@@ -42,22 +41,6 @@ def system_conn():
     conn = system_or_skip()
     yield conn
     conn.close()
-
-
-@pytest.fixture
-def results():
-    """render(**request) that closes the connections afterwards."""
-    made = []
-
-    def make(**kw):
-        result = render(Request(**kw))
-        made.append(result)
-        return result
-
-    yield make
-    for result in made:
-        if result.connection is not None:
-            result.connection.close()
 
 
 def on_system(results, add, name=None, **options):
