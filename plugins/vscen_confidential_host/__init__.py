@@ -67,20 +67,23 @@ def plan(ctx) -> list[Step]:
                  "confidential guests: unchanged")
         return []
     changes = _changes(ctx, need, fact)
-    connection = ctx.connection
-    real = connection is not None and connection.is_local and not connection.is_test
-    if not (real and ctx.settings.prepare_host):
+    real = _this_machine(ctx.connection)
+    applied = real and ctx.settings.prepare_host
+    if not applied:
         why = ("pass --prepare-host to apply" if real
                else f"{ctx.uri or 'no connection'} is not this machine: do it there")
         for description, _kind, _text in changes:
             ctx.note(f"confidential host: would {description} ({why})")
-        for line in _advice(need, fact):
-            ctx.note(line)
-        return []
     for line in _advice(need, fact):
         ctx.note(line)
+    if not applied:
+        return []
     ctx.note("confidential host: the changes take effect after a reboot of this host")
-    return [_step(description, kind, text, connection) for description, kind, text in changes if kind]
+    return [_step(description, kind, text, ctx.connection) for description, kind, text in changes]
+
+
+def _this_machine(connection) -> bool:
+    return connection is not None and connection.is_local and not connection.is_test
 
 
 def prepares(ctx) -> tuple[str, ...]:
@@ -89,16 +92,14 @@ def prepares(ctx) -> tuple[str, ...]:
     from vscen_confidential_host import boot
 
     vendor, fact = _vendor(ctx.host), ctx.host.fact(FACT)
-    connection = ctx.connection
-    if not (vendor and fact is not None and ctx.settings.prepare_host and connection is not None
-            and connection.is_local and not connection.is_test):
+    if not (vendor and fact is not None and ctx.settings.prepare_host and _this_machine(ctx.connection)):
         return ()
     need = boot.wanted(vendor, fact)
     return ("confidential-computing",) if need.options or need.cmdline else ()
 
 
 def _changes(ctx, need, fact) -> list[tuple[str, str, str]]:
-    """(description, kind, text) of each file to write; kind "" for what vscen only reports."""
+    """(description, kind, text) of each file to write."""
     from vscen import host_path
     from vscen_confidential_host import boot
 
