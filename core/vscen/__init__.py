@@ -42,7 +42,7 @@ _LAZY = {
     "FactProbe": "vscen.host.facts", "HostFacts": "vscen.host.facts",
     "host_facts_from_xml": "vscen.host.facts", "host_document": "vscen.host.probe",
     # a path of this machine, for a provider reading the local host (tests give a fake tree)
-    "host_path": "vscen.host.local",
+    "host_path": "vscen.host.local", "on_this_machine": "vscen.host.connect",
     # the guests vscen made, and libvirt connections (for plugins' commands)
     "guest_journal": "vscen.guests", "guest_lock": "vscen.guests", "open_connection": "vscen.guests",
     # many guests on many hosts in one process: named hosts, a host's facts read once, a guest

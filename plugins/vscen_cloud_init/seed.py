@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 
+from vscen import on_this_machine
 from vscen_cloud_init.spec import describe, seed_files
 
 ACTION = "cloud-init-seed"
@@ -117,7 +118,7 @@ def _pool_planned(ctx, directory: str) -> bool:
     s = ctx.settings
     if "storage-volume" not in ctx.resolution.host_actions():
         return False
-    local = ctx.connection.is_local and not ctx.connection.is_test
+    local = on_this_machine(ctx.connection)
     return any(os.path.dirname(s.disk_path(i)) == directory and not (local and os.path.exists(s.disk_path(i)))
                for i in range(len(s.disks)))
 
@@ -246,7 +247,7 @@ def _make(ctx, value, path: str, replace: bool) -> dict:
             except libvirt.libvirtError:
                 pass
             raise _error(f"cloud-init seed {path}: libvirt could not write it", exc) from None
-    if connection.is_local and not connection.is_test:
+    if on_this_machine(connection):
         record["identity"] = file_identity(vol.path())
     return record
 
@@ -295,7 +296,7 @@ def undo(connection, record: dict) -> None:
                              f"'{record['pool']}'; not touched")
         if vol.info()[1] != record["size"]:
             raise VscenError(f"{what} {path}: its size changed since vscen made it; left in place")
-        if "identity" in record and connection.is_local and not connection.is_test:
+        if "identity" in record and on_this_machine(connection):
             same = same_file(path, record["identity"])
             if same is False:
                 raise VscenError(f"{what} {path}: changed since vscen made it; left in place")

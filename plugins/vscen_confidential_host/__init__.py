@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from vscen import FactProvider, Feature, HostAction, HostError, Setting, Step, hookimpl
+from vscen import FactProvider, Feature, HostAction, HostError, Setting, Step, hookimpl, on_this_machine
 
 FACT = "confidential-host.boot"
 
@@ -67,7 +67,7 @@ def plan(ctx) -> list[Step]:
                  "confidential guests: unchanged")
         return []
     changes = _changes(ctx, need, fact)
-    real = _this_machine(ctx.connection)
+    real = on_this_machine(ctx.connection)
     applied = real and ctx.settings.prepare_host
     if not applied:
         why = ("pass --prepare-host to apply" if real
@@ -82,17 +82,13 @@ def plan(ctx) -> list[Step]:
     return [_step(description, kind, text, ctx.connection) for description, kind, text in changes]
 
 
-def _this_machine(connection) -> bool:
-    return connection is not None and connection.is_local and not connection.is_test
-
-
 def prepares(ctx) -> tuple[str, ...]:
     """The host check this action's steps address in this run: ``confidential-computing`` (the
     host offers no launch security yet) where it will write what the host lacks at boot."""
     from vscen_confidential_host import boot
 
     vendor, fact = _vendor(ctx.host), ctx.host.fact(FACT)
-    if not (vendor and fact is not None and ctx.settings.prepare_host and _this_machine(ctx.connection)):
+    if not (vendor and fact is not None and ctx.settings.prepare_host and on_this_machine(ctx.connection)):
         return ()
     need = boot.wanted(vendor, fact)
     return ("confidential-computing",) if need.options or need.cmdline else ()

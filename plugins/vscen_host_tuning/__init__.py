@@ -46,6 +46,7 @@ from vscen import (
     check_record,
     hookimpl,
     host_identity,
+    on_this_machine,
 )
 
 #: where the settings live (tests point it at a fake tree)
@@ -159,7 +160,7 @@ def undo(connection, record: dict) -> None:
             raise UsageError(f"host tuning: {record[key]!r} is not a value of {setting} "
                              f"({', '.join(VALUES[setting])}); not touched")
     path = SYSFS_ROOT / setting
-    if connection is not None and not connection.is_test and connection.is_local and (
+    if on_this_machine(connection) and (
             not path.exists() or read_setting(path) != record["value"]):
         return  # gone, or changed again since: that value is someone's choice
     check_record(record, {"host": dict}, "host tuning")

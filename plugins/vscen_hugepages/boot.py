@@ -13,6 +13,7 @@ from vscen import (
     Step,
     VscenError,
     host_identity,
+    on_this_machine,
     replace_file,
     restore_file,
 )
@@ -65,7 +66,7 @@ def plan_persistent(ctx, n: Need) -> list[Step]:
     connection = ctx.connection
     planned = n.total + n.missing
     boot = f"hugepagesz={size_text(n.size)} hugepages={planned}"
-    local = connection is not None and connection.is_local and not connection.is_test
+    local = on_this_machine(connection)
     if connection is None or connection.is_test:
         ctx.note(f"hugepages: --hugepages persistent: {ctx.uri or 'no connection'} is not a real "
                  f"host, so nothing is kept across reboots (a host would need vm.nr_hugepages = {planned})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vscen import HostError, LibvirtError, Step, UsageError, VscenError, check_host, check_record, host_identity
+from vscen import HostError, LibvirtError, Step, UsageError, VscenError, check_host, check_record, host_identity, on_this_machine
 from vscen_hugepages.guest import DEFAULT_HUGE_KIB, Need, echo_command, size_text
 
 #: sysfs root (tests point it at a fake tree)
@@ -183,7 +183,7 @@ def _cell_text(cell: int) -> str:
 def backends(connection):
     """libvirt first; sysfs only on this machine (never for the test driver)."""
     yield _LibvirtPages(connection)
-    if connection.is_local and not connection.is_test:
+    if on_this_machine(connection):
         yield _SysfsPages(connection)
 
 

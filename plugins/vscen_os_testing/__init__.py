@@ -31,7 +31,7 @@ and the snapshot that takes it back to the state before its first boot.
 
 from __future__ import annotations
 
-from vscen import Conflict, Feature, HostAction, Scenario, Step, hookimpl
+from vscen import Conflict, Feature, HostAction, Scenario, Step, hookimpl, on_this_machine
 
 SNAPSHOT = "vscen-first-boot"
 ACTION = "first-boot-snapshot"
@@ -94,7 +94,7 @@ def _exists(connection, path: str) -> bool:
 
     import libvirt
 
-    if connection.is_local and not connection.is_test:
+    if on_this_machine(connection):
         return os.path.exists(path)
     try:
         connection.conn.storageVolLookupByPath(path)

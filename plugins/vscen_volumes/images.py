@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vscen import HostError, LibvirtError, UsageError, VscenError, default_of, parse_size, secret_uuid
+from vscen import HostError, LibvirtError, UsageError, VscenError, default_of, on_this_machine, parse_size, secret_uuid
 
 if TYPE_CHECKING:
     from vscen_volumes.pools import Pool
@@ -60,7 +60,7 @@ class Planner:
     @property
     def local(self) -> bool:
         c = self.ctx.connection
-        return bool(c.is_local and not c.is_test)
+        return on_this_machine(c)
 
     @property
     def sees_files(self) -> bool:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vscen import Step, UsageError, VscenError
+from vscen import Step, UsageError, VscenError, on_this_machine
 from vscen_volumes.images import libvirt_error
 
 if TYPE_CHECKING:
@@ -250,4 +250,4 @@ def undo_pool(connection, record: dict) -> None:
         if names - set(record.get("preexisting", ())):
             return  # it holds volumes vscen did not make here: it stays, as the user's
     _drop_pool(pool, bool(record.get("built")),
-               record.get("dirs", []) if connection.is_local and not connection.is_test else [], strict=True)
+               record.get("dirs", []) if on_this_machine(connection) else [], strict=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vscen import ExistsError, HostError, LibvirtError, Step, UsageError, VscenError, secret_uuid
+from vscen import ExistsError, HostError, LibvirtError, Step, UsageError, VscenError, on_this_machine, secret_uuid
 from vscen_volumes.images import (
     ENCRYPTION,
     VOLUME,
@@ -265,7 +265,7 @@ def undo_volume(connection, record: dict) -> None:
         raise VscenError(f"volume {record['name']} of pool '{record['pool']}' is at {vol.path()}, not at "
                          f"{path} where vscen made it; not touched")
     if vol is None:
-        if connection.is_local and not connection.is_test and os.path.exists(record["path"]):
+        if on_this_machine(connection) and os.path.exists(record["path"]):
             raise VscenError(f"volume {record['path']}: the file is still there but no active pool holds "
                              "it; remove it yourself if it is no longer wanted")
         return

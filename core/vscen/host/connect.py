@@ -41,6 +41,12 @@ class Connection:
             pass
 
 
+def on_this_machine(connection) -> bool:
+    """Whether *connection* reaches this very machine through a real driver (not the embedded
+    test driver, not a remote host): where vscen may read and write the host's own files."""
+    return connection is not None and connection.is_local and not connection.is_test
+
+
 def _silence(libvirt) -> None:
     # libvirt prints every error on stderr by default; vscen reports them itself
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from vscen.errors import VscenError
+from vscen.host.connect import on_this_machine
 
 if TYPE_CHECKING:
     from vscen.host.facts import HostFacts
@@ -30,7 +31,7 @@ def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: An
     out = replace(facts, extra=extra)
     if not reg.facts:
         return out
-    local = bool(connection is not None and connection.is_local and not connection.is_test)
+    local = on_this_machine(connection)
     probe = FactProbe(host=out, settings=settings, connection=connection, local=local)
     wanted = None if names is None else set(names)
     for name, provider in reg.facts.items():
