@@ -324,3 +324,28 @@ def test_every_public_helper_is_documented():
     import vscen
 
     assert set(re.findall(r"^\| `(\w+)", section, re.M)) == set(vscen._LAZY)
+
+
+def _dataclasses_without_docstring(roots) -> list[str]:
+    found = []
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.ClassDef) and ast.get_docstring(node) is None
+                        and any("dataclass" in ast.unparse(d) for d in node.decorator_list)):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_every_dataclass_has_a_docstring():
+    # @dataclass gives a class with no docstring one made from inspect.signature(cls): parsing
+    # and formatting each field's annotation, on every start-up, for a text nobody reads
+    assert _dataclasses_without_docstring([CORE, PLUGINS]) == []
+
+
+def test_the_docstring_check_finds_a_bare_dataclass(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\n"
+                                           "class Bare:\n    x: int\n\n\n@dataclass\nclass Told:\n"
+                                           "    '''Told.'''\n    y: int\n")
+    assert _dataclasses_without_docstring([tmp_path / "pkg"]) == ["pkg/m.py:5 Bare"]

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
+    """What a feature's ``apply`` sees: settings, host facts, the resolution and the domain tree."""
+
     #: the user's settings, merged with the scenarios' defaults
     settings: Settings
     #: what the host offers (libvirt capabilities, domain capabilities, sysfs)

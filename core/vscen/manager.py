@@ -84,6 +84,9 @@ class PluginManager(pluggy.PluginManager):
             value = plugin.__dict__.get(name, _ABSENT)
             if value is not _ABSENT and not isinstance(value, _HOOKABLE):
                 return None
+            if type(value) is FunctionType:  # a plain function is its own marker holder
+                opts = value.__dict__.get(self.project_name + "_impl")
+                return opts if isinstance(opts, dict) else None
         return super().parse_hookimpl_opts(plugin, name)
 
     def mark_broken(self, name: str, reason: str) -> None:

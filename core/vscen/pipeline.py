@@ -14,6 +14,8 @@ from vscen.errors import HostError, PluginError, RulesError, UsageError, VscenEr
 
 @dataclass
 class Request:
+    """What the user asks for: scenarios, features added or removed, settings and options."""
+
     scenarios: list[str]
     add: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
@@ -45,6 +47,8 @@ class Request:
 
 @dataclass
 class Result:
+    """What the pipeline made: the domain XML, the context, the checks and the connection."""
+
     xml: str
     ctx: Any
     checks: list = field(default_factory=list)

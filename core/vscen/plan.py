@@ -20,6 +20,8 @@ from vscen.steps import stored_digest as _stored_digest
 
 @dataclass
 class Plan:
+    """The steps that prepare the host and define the guest, and what is left unchanged."""
+
     steps: list[Step] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     xml_path: Path | None = None

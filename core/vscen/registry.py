@@ -25,6 +25,8 @@ KINDS = {
 
 @dataclass
 class Registry:
+    """Everything the plugins registered, by kind and name, and which plugin registered it."""
+
     features: dict[str, Feature] = field(default_factory=dict)
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     validators: dict[str, Validator] = field(default_factory=dict)

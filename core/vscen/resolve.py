@@ -19,6 +19,8 @@ from vscen.registry import Registry
 
 @dataclass
 class Resolution:
+    """The features and scenarios chosen, implied and removed, and why each is there."""
+
     #: features and scenarios in the order they are applied
     items: list[Rules] = field(default_factory=list)
     #: name -> why it is there ("chosen", "implied by desktop", ...)

@@ -106,6 +106,8 @@ def check_path(key: str, value) -> str:
 
 @dataclass(frozen=True)
 class Disk:
+    """One disk of the guest, as ``--disk`` and the config give it."""
+
     path: str | None
     size: int  # bytes
     format: str
@@ -131,6 +133,8 @@ class Disk:
 
 @dataclass(frozen=True)
 class Network:
+    """The guest's network interface, as ``--network`` gives it."""
+
     kind: str  # network | bridge | user | none
     source: str = ""
     model: str = "virtio"
@@ -138,6 +142,8 @@ class Network:
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings users care about, merged from options, config files and scenario defaults."""
+
     name: str
     memory: int  # KiB
     vcpu: int

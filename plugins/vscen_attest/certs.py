@@ -60,6 +60,8 @@ def _hash(name: str):
 
 @dataclass(frozen=True)
 class Signature:
+    """One signature slot of a SEV certificate."""
+
     usage: int  # of the key that signed
     algo: int
     data: bytes  # the 512 bytes of the slot

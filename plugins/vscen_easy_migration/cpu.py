@@ -43,6 +43,8 @@ DISTRO_LEVEL = 2
 
 @dataclass(frozen=True)
 class CpuChoice:
+    """The CPU model and features every host of a migration group offers."""
+
     model: str
     #: "" where the model alone says it
     vendor: str = ""

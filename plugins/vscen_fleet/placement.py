@@ -32,6 +32,8 @@ _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2,
 
 @dataclass
 class HostState:
+    """A host while guests are placed: its facts and what is left of it."""
+
     host: Host
     facts: Any = None
     #: why the host's facts cannot be had ('' where they are)
@@ -59,6 +61,8 @@ class Need:
 
 @dataclass
 class Placement:
+    """Where one guest goes, or why it goes nowhere."""
+
     name: str
     group: Group
     host: str | None = None
@@ -71,6 +75,8 @@ class Placement:
 
 @dataclass
 class Plan:
+    """A fleet's placements over its hosts."""
+
     fleet: Fleet
     hosts: list[HostState]
     placements: list[Placement]

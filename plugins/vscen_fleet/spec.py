@@ -23,6 +23,8 @@ PEERS_SETTING = "peers"
 
 @dataclass(frozen=True)
 class Host:
+    """A host a fleet may use: its URI, recorded facts and stated capacity."""
+
     name: str
     uri: str
     facts: tuple[Path, ...] = ()
@@ -57,6 +59,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Fleet:
+    """A fleet file: hosts, guest groups and overcommit ratios."""
+
     path: Path
     hosts: tuple[Host, ...]
     groups: tuple[Group, ...]

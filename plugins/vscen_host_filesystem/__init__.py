@@ -20,6 +20,8 @@ from vscen import Feature, Setting, hookimpl
 
 @dataclass(frozen=True)
 class Filesystem:
+    """A host directory shared with the guest."""
+
     source: str  # host directory
     target: str  # mount tag in the guest
     readonly: bool = False

@@ -55,6 +55,8 @@ SYSFS_ROOT = Path("/sys/kernel/mm")
 
 @dataclass(frozen=True)
 class Tuning:
+    """One sysfs setting of the host and the value a feature wants."""
+
     #: the file under SYSFS_ROOT
     setting: str
     value: str

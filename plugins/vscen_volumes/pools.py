@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Pool:
+    """A storage pool that holds a guest's volumes, existing or to be defined."""
+
     name: str
     target: str | None
     active: bool

@@ -24,6 +24,8 @@ from vscen_volumes.pools import Pool, choose_pool, free_bytes, holding_pool, lis
 
 @dataclass
 class VolumeSpec:
+    """A volume to create: its pool, name, path and XML."""
+
     path: str
     name: str
     pool: Pool

@@ -46,7 +46,7 @@ def install() -> bool:
 
     try:
         with open(_path(), "rb") as f:
-            loaded = marshal.load(f)
+            loaded = marshal.loads(f.read())  # marshal.load(f) reads a file object piece by piece: 7x slower
         if isinstance(loaded, dict):
             _CODE.update((k, v) for k, v in loaded.items() if isinstance(k, str) and type(v) is type(code))
     except Exception:  # absent, unreadable, corrupt: compile as Python does

@@ -28,6 +28,8 @@ TEXT = "#text"
 
 @dataclass(frozen=True)
 class Origin:
+    """Which plugin wrote a part of the domain XML, and at which level."""
+
     plugin: str
     level: str
 

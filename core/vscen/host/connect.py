@@ -18,6 +18,8 @@ EMBEDDED_URI = "test:///default"
 
 @dataclass
 class Connection:
+    """An open libvirt connection, with the URI asked for and whether it is the embedded driver."""
+
     uri: str
     conn: object  # libvirt.virConnect
     embedded: bool

@@ -23,6 +23,8 @@ from vscen.host.local import LocalFacts
 
 @dataclass(frozen=True)
 class NumaCell:
+    """One NUMA cell of the host: memory, CPUs and huge pages."""
+
     id: int
     memory_kib: int
     cpus: tuple[int, ...]
@@ -64,6 +66,8 @@ class CpuModel:
 
 @dataclass(frozen=True)
 class HostFacts:
+    """What the host offers, from libvirt's capabilities and domain capabilities, sysfs and plugins."""
+
     source: str
     arch: str = "x86_64"
     #: "kvm" where the host offers it, else "qemu" (TCG)

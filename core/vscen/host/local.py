@@ -73,6 +73,8 @@ class FirmwareDescriptor:
 
 @dataclass(frozen=True)
 class LocalFacts:
+    """What this machine says of itself beyond libvirt: /dev/kvm, modules, programs."""
+
     #: /dev/kvm exists
     kvm_device: bool = False
     #: /dev/kvm opens for reading and writing (as this user)
