@@ -42,15 +42,12 @@ def list_pools(conn) -> list[Pool]:
 
 def pool_name(directory: str, pools: list[Pool]) -> str:
     """``vscen-`` + the directory, sanitised; a hash suffix where that name is taken."""
-    import hashlib
-
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.strip("/")).strip("-.") or "root"
     name = f"vscen-{base}"
-    suffix = hashlib.sha256(directory.encode()).hexdigest()[:8]
-    if len(name) > 64:
-        name = f"{name[:55]}-{suffix}"
-    if any(p.name == name for p in pools):
-        name = f"{name[:55]}-{suffix}"
+    if len(name) > 64 or any(p.name == name for p in pools):
+        import hashlib  # here: it loads OpenSSL, which most runs have no use for
+
+        name = f"{name[:55]}-{hashlib.sha256(directory.encode()).hexdigest()[:8]}"
     return name
 
 

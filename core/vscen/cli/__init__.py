@@ -205,3 +205,37 @@ def main() -> None:
             raise
         err(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         sys.exit(1)
+
+
+def entry() -> None:
+    """The ``vscen`` program (the console script and ``python -m vscen.cli``): :func:`main`,
+    then the exit handlers and a flush of the standard streams, and the process ends there.
+    Python's own finalization (tearing down every module and collecting every object, 20 to
+    40 ms for a command's modules and libvirt's) has nothing to do for a command that ran to
+    its end: its files are closed and its writes are atomic. Where another thread still runs,
+    or an exception other than an exit propagates (``--debug``), Python ends as usual."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    import threading
+
+    if threading.active_count() != 1:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)  # as sys.exit("message") does
+        code = 1
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe (vscen ... | head): as Python's own exit, status 120
+            code = code or 120
+    os._exit(code & 0xFF)
+

@@ -1,5 +1,5 @@
 """``python -m vscen.cli``."""
 
-from vscen.cli import main
+from vscen.cli import entry
 
-main()
+entry()
