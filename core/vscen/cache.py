@@ -6,6 +6,9 @@ a cache never changes what vscen does, only how long it takes. ``VSCEN_NO_CACHE=
 them all off. Files are written atomically (a temporary file, then renamed).
 
 - ``entry-points-*.json``: the plugins' entry points (``vscen.plugincache``);
+- ``registrations-*.marshal``: what the static plugins registered, so that a plugin is
+  imported only when one of its functions is called (``vscen.regcache``);
+- ``dataclass-code-*.marshal``: the code ``dataclasses`` generates (``vscen.cli.codecache``);
 - ``schema.json``: what libvirt's RelaxNG schema gave for the installed schema files (read
   from their identities) and libxml2 version: the domain XMLs it found valid (the last few,
   compared whole), and the values it lists for an attribute (``vscen.Support``).

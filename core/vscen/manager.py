@@ -9,6 +9,7 @@ disabled by name through ``VSCEN_DISABLED_PLUGINS`` or ``disabled_plugins`` in a
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,12 @@ class PluginInfo:
     reason: str = ""
     hooks: list[str] = field(default_factory=list)
     registers: dict[str, list[str]] = field(default_factory=dict)
+    #: what it registered, from the registrations cache: it is imported only when used
+    cached: dict | None = field(default=None, repr=False, compare=False)
+    #: the files its import brought in (for that cache)
+    files: list[str] = field(default_factory=list, repr=False, compare=False)
+    #: one of its registration hooks is tryfirst, trylast or a wrapper: never cached
+    ordered: bool = field(default=False, repr=False, compare=False)
 
     @property
     def distribution(self) -> str:
@@ -213,10 +220,12 @@ def get_plugin_manager(
     pm = PluginManager()
     blocked = disabled_plugins(disabled, layers)
     if entry_points:
+        from vscen import regcache
         from vscen.plugincache import entry_points
 
         local = local_plugins(os.environ.get(PATH_ENV, ""), pm.notes)
         by_name = {p.name: p for p in local}
+        cached = regcache.read()
         for ep in entry_points(GROUP):  # sorted by name
             if ep.name in pm.infos or ep.name in by_name:
                 continue  # the same distribution seen twice on sys.path; or replaced by a local one
@@ -229,8 +238,16 @@ def get_plugin_manager(
                 info.reason = f"replaced by the local plugin '{top}' from {by_name[top].where} ({PATH_ENV})"
             elif ep.name in blocked:
                 info.status, info.reason = "disabled", blocked[ep.name]
+            elif ep.name in cached and cached[ep.name]["value"] == ep.value:
+                info.cached = cached[ep.name]
+                info.hooks = list(info.cached["hooks"])
             else:
-                _register(pm, info, ep.load)
+                before = set(sys.modules)
+                if _register(pm, info, ep.load):
+                    # what its import brought in; and its package's modules, imported before or not
+                    package = top + "."
+                    info.files = _files((set(sys.modules) - before)
+                                        | {m for m in list(sys.modules) if m == top or m.startswith(package)})
         for plugin in local:
             info = PluginInfo(name=plugin.name, module=plugin.name, _distribution=f"(local: {plugin.where})", _version="-")
             pm.infos[plugin.name] = info
@@ -256,6 +273,16 @@ def get_plugin_manager(
         if plugin is not None:
             info.hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
     return pm
+
+
+def _files(modules: Iterable[str]) -> list[str]:
+    """The files of *modules* (vscen's own aside: the registrations cache watches those)."""
+    out = []
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path and name != "vscen" and not name.startswith("vscen."):
+            out.append(os.path.abspath(path))
+    return out
 
 
 def _register(pm: PluginManager, info: PluginInfo, load) -> bool:

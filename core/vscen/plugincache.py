@@ -14,9 +14,9 @@ interpreter and ``sys.path``, with what they were read from:
 The cache is used only while all of that is unchanged; a cache that cannot be read, is
 corrupt, or was made by another interpreter or format is ignored (and rewritten); one that
 cannot be written is not needed (``vscen.cache``). Nothing is cached while one of those times
-is within the last few seconds (a change within the same clock tick would go unseen). Only the discovery
-is cached: the plugins themselves are imported, and register, on every run, so that a
-changed plugin (an editable install) is never served stale.
+is within the last few seconds (a change within the same clock tick would go unseen). What
+the plugins register is kept apart, for the plugins that say it is static, each watched through
+its own files (``vscen.regcache``).
 """
 
 from __future__ import annotations

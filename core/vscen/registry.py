@@ -73,15 +73,59 @@ def load(config=None, *, plugins: tuple = (), entry_points: bool = True, disable
 
     layers = config_layers(config) if entry_points else ()
     pm = get_plugin_manager(plugins=plugins, entry_points=entry_points, disabled=disabled, layers=layers)
-    return pm, build_registry(pm)
+    reg = build_registry(pm)
+    if entry_points:
+        _remember(pm, reg)
+    return pm, reg
+
+
+def _remember(pm: PluginManager, reg: Registry) -> None:
+    """Keep what the plugins imported just now registered (``vscen.regcache``), beside what
+    came from the cache; nothing is written where nothing is new."""
+    from vscen import regcache
+
+    entries, new = {}, False
+    for name, info in pm.infos.items():
+        if info.cached is not None:
+            entries[name] = info.cached
+        elif info.files and info.status == "loaded" and not info.ordered:
+            try:
+                entries[name] = regcache.entry_for(info, pm.get_plugin(name), reg, info.files, KINDS)
+                new = True
+            except regcache.Uncacheable:
+                continue
+    if new:
+        regcache.write(entries)
+
+
+def _sources(pm: PluginManager, hook: str, kind: str) -> list:
+    """(plugin, function of register or None, cached objects) in pluggy's order: ``trylast``
+    implementations, then the plugins in registration order (imported or from the cache), then
+    ``tryfirst`` ones and wrappers. A plugin with such an implementation is not cached."""
+    first, middle, last = [], {}, []
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        if impl.trylast or impl.tryfirst or impl.hookwrapper or impl.wrapper:
+            info = pm.infos.get(impl.plugin_name)
+            if info is not None:
+                info.ordered = True
+            (first if impl.trylast else last).append((impl.plugin_name, impl.function, None))
+        else:
+            middle[impl.plugin_name] = impl.function
+    ordered = []
+    for name, info in pm.infos.items():
+        if name in middle:
+            ordered.append((name, middle.pop(name), None))
+        elif info.cached is not None and info.status == "loaded":
+            ordered.append((name, None, info.cached))
+    ordered.extend((name, function, None) for name, function in middle.items())  # not in infos (none so far)
+    return first + ordered + last
 
 
 def build_registry(pm: PluginManager) -> Registry:
     reg = Registry(infos=pm.infos)
     for kind, (hook, cls) in KINDS.items():
         table = reg.table(kind)
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            plugin = impl.plugin_name
+        for plugin, function, cached in _sources(pm, hook, kind):
             got: list = []
 
             def register(obj, _got=got, _cls=cls, _hook=hook):
@@ -89,15 +133,20 @@ def build_registry(pm: PluginManager) -> Registry:
                     raise TypeError(f"{_hook} got {obj!r}, expected a vscen.{_cls.__name__}")
                 _got.append(obj)
 
-            try:
-                returned = impl.function(register)
-            except Exception as exc:  # reported by name, the others carry on
-                pm.mark_broken(plugin, f"{hook} failed: {type(exc).__name__}: {exc}")
-                continue
-            if returned is not None:
-                pm.mark_broken(plugin, f"{hook} returned {_short(returned)} instead of calling register(...) "
-                                       "for each object")
-                continue
+            if cached is not None:
+                from vscen import regcache
+
+                got.extend(regcache.objects(cached, kind))
+            else:
+                try:
+                    returned = function(register)
+                except Exception as exc:  # reported by name, the others carry on
+                    pm.mark_broken(plugin, f"{hook} failed: {type(exc).__name__}: {exc}")
+                    continue
+                if returned is not None:
+                    pm.mark_broken(plugin, f"{hook} returned {_short(returned)} instead of calling register(...) "
+                                           "for each object")
+                    continue
             for obj in got:
                 key = (_ns(kind), obj.name)
                 if key in reg.owner:

@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from vscen import Command, hookimpl
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
 
 @hookimpl
 def vscen_register_commands(register):

@@ -54,6 +54,11 @@ def show_memory(value, host, support):
                        f"{_gib(value['available_kib'])} available")]
 
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
+
 @hookimpl
 def vscen_register_commands(register):
     register(Command(name="fleet", summary="Many guests on many hosts from a fleet file: plan, apply, destroy.",

@@ -91,6 +91,11 @@ HUGEPAGES = HostAction(
 )
 
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
+
 @hookimpl
 def vscen_register_host_actions(register):
     register(HUGEPAGES)

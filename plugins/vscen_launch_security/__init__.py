@@ -197,6 +197,11 @@ def _validators():
     )
 
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
+
 @hookimpl
 def vscen_register_features(register):
     for feature in FEATURES:

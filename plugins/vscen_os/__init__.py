@@ -254,6 +254,11 @@ def detect_os(settings, note):
     return media.detect(settings, note)
 
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
+
 @hookimpl
 def vscen_register_settings(register):
     register(Setting(name="os", parse=parse_os, example="win11", metavar="SHORTID", implies=("os-profile",),

@@ -45,6 +45,11 @@ SECURE_VM = Scenario(
 )
 
 
+#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
+#: the plugin only when one of its functions is called (vscen.regcache)
+VSCEN_STATIC = True
+
+
 @hookimpl
 def vscen_register_scenarios(register):
     register(SECURE_VM)
