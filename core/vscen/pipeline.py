@@ -58,6 +58,8 @@ class Result:
     #: the host actions that prepare the host for the failing host checks (``HostAction.prepares``):
     #: no guest was built (``xml`` is empty), the run prepares the host only
     prepare_only: tuple[str, ...] = ()
+    #: the XML passed libvirt's schema, as installed on this machine
+    schema_checked: bool = False
 
     @property
     def settings(self):
@@ -151,7 +153,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
         connection.close()
         connection = ctx.connection = None
     return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
-                  customised=customised, warnings=pm.warnings())
+                  customised=customised, warnings=pm.warnings(), schema_checked=bool(request.schema))
 
 
 def _preparing(ctx, reg, resolution, fails) -> tuple[str, ...]:

@@ -87,13 +87,17 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     elif define and conn is not None:
         existing = _lookup(conn, ctx.settings.name)
         redefine = True
+        from vscen.host.connect import on_this_machine
+
+        # checked against this machine's schema files already: libvirtd here has the same ones
+        validated = result.schema_checked and on_this_machine(conn)
         if existing is None:
-            plan.steps.append(steps.define(conn, result.xml, None))
+            plan.steps.append(steps.define(conn, result.xml, None, validated=validated))
         elif _stored_digest(existing) == digest(result.xml):
             redefine = False
             plan.unchanged.append(f"domain {ctx.settings.name} on {conn.uri} is up to date")
         elif ctx.force:
-            plan.steps.append(steps.define(conn, result.xml, existing))
+            plan.steps.append(steps.define(conn, result.xml, existing, validated=validated))
         else:
             refused.append(
                 f"domain: '{ctx.settings.name}' exists on {conn.uri} with another definition "
@@ -138,7 +142,10 @@ def _plan_transient(plan: Plan, result, refused: list[str]) -> None:
     conn, name = result.connection, result.ctx.settings.name
     existing = _lookup(conn, name)
     if existing is None:
-        plan.steps.append(steps.create_transient(conn, result.xml))
+        from vscen.host.connect import on_this_machine
+
+        plan.steps.append(steps.create_transient(conn, result.xml,
+                                                 validated=result.schema_checked and on_this_machine(conn)))
     elif not existing.isPersistent() and _stored_digest(existing, live=True) == digest(result.xml):
         plan.unchanged.append(f"transient domain {name} on {conn.uri} is running and up to date")
     else:

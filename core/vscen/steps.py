@@ -149,7 +149,9 @@ def _with_uuid(xml: str, uuid: str) -> str:
     return etree.tostring(root, encoding="unicode")
 
 
-def define(conn, xml: str, existing) -> Step:
+def define(conn, xml: str, existing, validated: bool = False) -> Step:
+    """Define (or redefine) the domain; libvirt validates it against its schema unless
+    *validated* says vscen did, against the same schema files (libvirtd on this machine)."""
     import libvirt
     from lxml import etree
 
@@ -175,7 +177,7 @@ def define(conn, xml: str, existing) -> Step:
             # libvirt redefines a domain of the same name only under the same UUID
             text = _with_uuid(xml, existing.UUIDString())
         try:
-            dom = conn.conn.defineXMLFlags(text, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            dom = conn.conn.defineXMLFlags(text, 0 if validated else libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
             dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, f'<guest digest="{digest(xml)}"/>',
                             "vscen", METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
@@ -301,14 +303,15 @@ def _undo_running(conn, record, _home=None) -> None:
     _stop_if_ours(conn, record, what)
 
 
-def create_transient(conn, xml: str) -> Step:
-    """Create and start a transient domain: never defined, gone when it stops."""
+def create_transient(conn, xml: str, validated: bool = False) -> Step:
+    """Create and start a transient domain: never defined, gone when it stops (libvirt
+    validates it unless *validated*, as for ``define``)."""
     import libvirt
 
     def do():
         from lxml import etree
 
-        flags = libvirt.VIR_DOMAIN_START_VALIDATE
+        flags = 0 if validated else libvirt.VIR_DOMAIN_START_VALIDATE
         if not conn.is_test:
             # libvirt 9.0 keeps a transient guest's NVRAM file after it stops: a later guest
             # of the same name would boot with its variables, so every start is a first one

@@ -83,6 +83,7 @@ def stored_digest(dom):
 
 def test_plan_changes_nothing_and_apply_writes_and_defines(results, name, tmp_path):
     result = results(name)
+    assert result.schema_checked  # (the define step: libvirt is asked to validate off this machine only)
     out = tmp_path / "out"
     plan = make_plan(result, out)
     assert [s.description for s in plan.steps] == [
@@ -281,3 +282,34 @@ def test_write_file_record_restores_previous_content(tmp_path):
     # the very file that was there comes back (a hard link kept it), and nothing else stays
     assert path.read_text() == "old" and path.stat().st_ino == inode
     assert sorted(p.name for p in path.parent.iterdir()) == ["b.xml"]
+
+
+def test_libvirt_validates_what_vscen_did_not(tmp_path, name):
+    """An XML that libvirt's schema refuses, rendered without vscen's own schema check (as for
+    another libvirt), is refused by libvirt itself at define (VIR_DOMAIN_DEFINE_VALIDATE), and
+    the run rolls back; where vscen checked it against this machine's schema files, libvirtd
+    here is not asked to check it again."""
+    from vscen import steps
+    from vscen.errors import LibvirtError
+    from vscen.host.connect import open_connection
+
+    feat = Feature(name="odd", summary="d", apply=lambda d, ctx: d.ensure("devices").child("no-such-device"))
+    plug = ("odd-test", Plug(features=[feat], scenarios=[Scenario(name="odd-demo", summary="s", features=("odd",))]))
+    result = render(Request(scenarios=["odd-demo"], plugins=(plug,), entry_points=False, connect="test:///default",
+                            options={"name": name}, schema=False))
+    try:
+        assert not result.schema_checked
+        plan = make_plan(result, tmp_path / "out")
+        with pytest.raises(VscenError, match="libvirt refused the domain"):
+            apply(plan, result)
+        assert lookup(result) is None and not (tmp_path / "out" / name).exists()
+    finally:
+        result.connection.close()
+    conn = open_connection("test:///default")
+    try:
+        with pytest.raises(LibvirtError):
+            steps.define(conn, result.xml, None).do()
+        record = steps.define(conn, result.xml, None, validated=True).do()  # libvirt's parser alone
+        assert record["name"] == name
+    finally:
+        conn.close()
