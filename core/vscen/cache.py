@@ -5,18 +5,17 @@ that cannot be read or is corrupt is ignored, one that cannot be written is not 
 a cache never changes what vscen does, only how long it takes. ``VSCEN_NO_CACHE=1`` turns
 them all off. Files are written atomically (a temporary file, then renamed).
 
-- ``entry-points-*.json``: the plugins' entry points (``vscen.plugincache``);
+- ``entry-points-*.marshal``: the plugins' entry points (``vscen.plugincache``);
 - ``registrations-*.marshal``: what the static plugins registered, so that a plugin is
   imported only when one of its functions is called (``vscen.regcache``);
 - ``dataclass-code-*.marshal``: the code ``dataclasses`` generates (``vscen.cli.codecache``);
-- ``schema.json``: what libvirt's RelaxNG schema gave for the installed schema files (read
+- ``schema.marshal``: what libvirt's RelaxNG schema gave for the installed schema files (read
   from their identities) and libxml2 version: the domain XMLs it found valid (the last few,
   compared whole), and the values it lists for an attribute (``vscen.Support``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -54,20 +53,27 @@ def recent(stats) -> bool:
     return any(s is not None and now - s[2] < RECENT * 1e9 for s in stats)
 
 
-def read_json(path: Path):
-    """The JSON in *path*, or None where it cannot be read or parsed."""
+def read_data(path: Path):
+    """The data (dicts, lists, strings, numbers: what ``marshal`` keeps) in *path*, or None
+    where it cannot be read or parsed. marshal, not JSON: the ``json`` module alone costs a
+    command more to import than reading every cache does."""
     if not enabled():
         return None
     try:
-        return json.loads(path.read_text())
+        import marshal
+
+        with open(path, "rb") as f:
+            return marshal.loads(f.read())
     except Exception:  # absent, unreadable, corrupt: as good as none
         return None
 
 
-def write_json(path: Path, data) -> None:
+def write_data(path: Path, data) -> None:
     """Write *data* to *path* atomically; a failure is ignored (a cache is never needed)."""
     if enabled():
-        write_bytes(path, json.dumps(data).encode())
+        import marshal
+
+        write_bytes(path, marshal.dumps(data))
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -115,8 +121,8 @@ def _schema_data(directory: Path) -> tuple[dict | None, dict]:
     if key is None:
         return None, {}
     if _SCHEMA["key"] != key:
-        data = read_json(cache_dir() / "schema.json")
-        if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key)):
+        data = read_data(cache_dir() / "schema.marshal")
+        if not isinstance(data, dict) or data.get("key") != key:
             data = {}
         _SCHEMA["key"], _SCHEMA["data"] = key, data
     return key, _SCHEMA["data"]
@@ -124,7 +130,7 @@ def _schema_data(directory: Path) -> tuple[dict | None, dict]:
 
 def _save_schema(key: dict, data: dict) -> None:
     data["key"] = key
-    write_json(cache_dir() / "schema.json", data)
+    write_data(cache_dir() / "schema.marshal", data)
 
 
 def known_valid(directory: Path, xml_text: str) -> bool:

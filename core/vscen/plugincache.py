@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from vscen.cache import cache_dir, enabled, read_json, recent, write_json
+from vscen.cache import cache_dir, enabled, read_data, recent, write_data
 from vscen.cache import stat as _stat
 
 FORMAT = 1
@@ -52,7 +52,7 @@ def _file(group: str) -> Path:
     import zlib
 
     ident = repr((FORMAT, group, sys.version, sys.executable, sys.path, os.getcwd() if "" in sys.path else ""))
-    return cache_dir() / f"entry-points-{zlib.crc32(ident.encode()):08x}.json"
+    return cache_dir() / f"entry-points-{zlib.crc32(ident.encode()):08x}.marshal"
 
 
 def _key() -> dict:
@@ -71,7 +71,7 @@ def read(group: str) -> list[dict] | None:
     if not _usable():
         return None
     try:
-        data = read_json(_file(group))
+        data = read_data(_file(group))
         if data["format"] != FORMAT or data["key"] != _key() or not _unchanged(data["files"]):
             return None
         entries = data["entry_points"]
@@ -120,7 +120,7 @@ def _write(group: str, key: dict, found: list) -> None:
     files = {path: _stat(path) for path in files}
     if recent([*key["stats"], *files.values()]) or key != _key():
         return  # something changed just now, or while we read: the next run writes it
-    write_json(_file(group), {"format": FORMAT, "key": key, "files": files, "entry_points": entries})
+    write_data(_file(group), {"format": FORMAT, "key": key, "files": files, "entry_points": entries})
 
 
 class CachedEntryPoint:

@@ -8,7 +8,6 @@ goes nowhere but into the seed."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -124,6 +123,8 @@ def default_hostname(name: str) -> str:
 
 def _q(text: str) -> str:
     """A YAML double-quoted scalar (JSON's string syntax is YAML's)."""
+    import json  # here: the seed is made in few runs
+
     return json.dumps(text, ensure_ascii=False)
 
 

@@ -12,7 +12,6 @@ kept as ``{"file", "interfaces", "device", "mode", "features", "targets": [{"arc
 from __future__ import annotations
 
 import fnmatch
-import json
 
 #: where a privileged libvirt looks, lowest precedence first
 DIRS = ("usr/share/qemu/firmware", "etc/qemu/firmware")
@@ -21,6 +20,8 @@ DIRS = ("usr/share/qemu/firmware", "etc/qemu/firmware")
 def read_descriptors(probe):
     if not probe.local:
         return None
+    import json
+
     from vscen import host_path
 
     found: dict[str, dict] = {}

@@ -10,6 +10,8 @@ from dataclasses import replace
 
 import pytest
 from coresupport import Plug, load_tests_conftest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from vscen import FactProvider, Feature, Scenario, Setting, UsageError, hookimpl
@@ -343,3 +345,35 @@ def test_vscen_host_shows_the_plugins_facts(tmp_path):
             "cannot draw") in proc.stderr
     proc = vscen("host", "--json", "--connect", "test:///default", env=env)
     assert json.loads(proc.stdout)["facts"] == {"demo.broken": 1, "demo.quiet": 7, "demo.uri": "test:///default"}
+
+
+def _as_json_gives_it_back(value):
+    try:
+        return "ok", json.loads(json.dumps(value, allow_nan=False, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__, None
+
+
+_KEYS = st.one_of(st.text(max_size=4), st.integers(-5, 5), st.booleans(), st.none(),
+                  st.floats(allow_nan=True, allow_infinity=True))
+_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+              st.text(max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
+                            st.dictionaries(_KEYS, inner, max_size=4), st.frozensets(st.integers(), max_size=2)),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_plain_is_what_json_gives_back(value):
+    from vscen.host.providers import plain
+
+    expected = _as_json_gives_it_back(value)
+    try:
+        got = ("ok", plain(value))
+    except (TypeError, ValueError) as exc:
+        got = (type(exc).__name__, None)
+    assert got == expected
+    if got[0] == "ok":
+        assert repr(got[1]) == repr(expected[1])  # the same types and key order too

@@ -6,7 +6,6 @@ Typer reads its annotations as objects.
 """
 
 import inspect
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -123,6 +122,8 @@ _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 def _report(summary: dict, as_json: bool, dry_run: bool) -> None:
     if as_json:
+        import json
+
         typer.echo(json.dumps(summary | {"dry_run": dry_run}, indent=2))
         return
     lines = [f"guest {summary['name']} on {summary['connection']} (host facts: {summary['host']})",

@@ -52,17 +52,56 @@ def read_provided(facts: HostFacts, reg, *, settings: Any = None, connection: An
 
 
 def plain(value: Any) -> Any:
-    """*value* as JSON gives it back (tuples become lists, keys strings), so a fact read live
+    """*value* as JSON gives it back (``json.loads(json.dumps(value, allow_nan=False,
+    sort_keys=True))``: tuples become lists, keys strings, in sorted order), so a fact read live
     and one replayed from a snapshot are equal; TypeError or ValueError where JSON cannot hold
-    it (an object, NaN)."""
-    import json
-
+    it (an object, NaN). Written out: importing ``json`` would cost every run more than this."""
     if value is None:
         return None
     try:
-        return json.loads(json.dumps(value, allow_nan=False, sort_keys=True))
+        return _plain(value)
+    except RecursionError:
+        raise ValueError("not plain JSON-able data (Circular reference detected)") from None
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"not plain JSON-able data ({exc})") from None
+
+
+_KEYWORDS = {True: "true", False: "false", None: "null"}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in sorted(value.items()):  # as sort_keys: the keys as given, compared
+            out[_key(key)] = _plain(v)  # where two keys give one string, the last one stays
+        return out
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is True or key is False or key is None:
+        return _KEYWORDS[key]
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        if key != key or key in (float("inf"), float("-inf")):
+            raise ValueError(f"Out of range float values are not JSON compliant: {key!r}")
+        return float.__repr__(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 def _who(reg, pm, name: str) -> str:
