@@ -42,7 +42,40 @@
 from __future__ import annotations
 
 from vscen import Feature, HostAction, Setting, hookimpl
-from vscen_cloud_init import image, seed, spec
+from vscen_cloud_init import spec
+
+# image.py and seed.py are imported by the functions below, when a run uses them: the
+# cloud_init setting's check runs in every run, and needs only spec.py
+
+
+def _prepare_image(ctx) -> None:
+    from vscen_cloud_init import image
+
+    image.prepare(ctx)
+
+
+def _finish_image(domain, ctx) -> None:
+    from vscen_cloud_init import image
+
+    image.finish(domain, ctx)
+
+
+def _parse_image(value):
+    from vscen_cloud_init import image
+
+    return image.parse_image(value)
+
+
+def _plan_seed(ctx):
+    from vscen_cloud_init import seed
+
+    return seed.plan(ctx)
+
+
+def _undo_seed(connection, record) -> None:
+    from vscen_cloud_init import seed
+
+    seed.undo(connection, record)
 
 
 def _finish_seed(domain, ctx) -> None:
@@ -55,6 +88,8 @@ def _finish_seed(domain, ctx) -> None:
     devices.child("controller", type="scsi", model="virtio-scsi")
     cd = devices.add("disk", type="file", device="cdrom")
     cd.add("driver", name="qemu", type="raw")
+    from vscen_cloud_init import seed
+
     cd.add("source", file=seed.seed_path(ctx.settings))
     cd.add("target", dev=dev, bus="scsi")
     cd.add("readonly")
@@ -74,8 +109,8 @@ FEATURES = (
         summary="the first disk as a copy-on-write overlay on a cloud image (--image)",
         category="storage",
         requires=("storage",),
-        prepare=image.prepare,
-        finish=image.finish,
+        prepare=_prepare_image,
+        finish=_finish_image,
         details="Disk 1 becomes a qcow2 overlay (backing= of plugin volumes' storage-volume action) on "
                 "the image given with --image, whose format (qcow2 or raw) is read from its header; "
                 "<backingStore type='file'> with that format and the image as source, ending the chain, "
@@ -99,8 +134,8 @@ ACTIONS = (
     HostAction(
         name="cloud-init-seed",
         summary="the cloud-init NoCloud seed ISO, as a private volume of the guest's pool",
-        plan=seed.plan,
-        undo=seed.undo,
+        plan=_plan_seed,
+        undo=_undo_seed,
         details="An ISO 9660 image labelled cidata (Joliet and Rock Ridge names user-data, meta-data, "
                 "network-config), built in memory with pycdlib, uploaded through libvirt as the raw "
                 "volume NAME-cidata.iso (mode 0600, owner root) of the active pool holding disk 1's "
@@ -111,7 +146,7 @@ ACTIONS = (
 )
 
 SETTINGS = (
-    Setting(name="image", parse=image.parse_image, metavar="FILE", implies=("cloud-image",),
+    Setting(name="image", parse=_parse_image, metavar="FILE", implies=("cloud-image",),
             example="/images/debian-12-genericcloud-amd64.qcow2",
             help="Cloud image (qcow2 or raw) as the read-only base of disk 1, a new copy-on-write overlay."),
     Setting(name="cloud_init", option="--cloud-init", parse=spec.parse_item, check=spec.check, repeatable=True,
