@@ -14,8 +14,10 @@
 
 Run: ``python tests/bench_speed.py [--runs N] [--instructions] [--lifecycle]`` (or ``tox -e
 bench``). A benchmark, not a test: it prints figures and never fails a suite. Wall time is
-noisy on a shared machine; ``--instructions`` counts the instructions each command executes
-under valgrind's callgrind, which the machine's load does not change.
+noisy on a shared machine: the floor and vscen run alternately, and a wall ratio is the median
+of the ratios of each pair (the medians of the times are shown beside it); ``--instructions``
+counts the instructions each command executes under valgrind's callgrind, which the machine's
+load does not change.
 """
 
 from __future__ import annotations
@@ -47,14 +49,21 @@ entry_points('vscen')
 POOL = "vscen-var-lib-libvirt-images"
 
 
-def median_ms(cmd: list[str], env: dict, runs: int) -> float:
-    timed(cmd, env, 1)  # warm the page cache (and vscen's own cache)
-    return statistics.median(timed(cmd, env, runs)) * 1000
+def paired_ms(floor: tuple[list[str], dict], ours: tuple[list[str], dict], runs: int) -> tuple[float, float, float]:
+    """(median floor ms, median ours ms, median of the per-pair ratios): the two commands run
+    alternately, so that both see the same load of a shared machine; one run of each first."""
+    timed(*floor, 1)
+    timed(*ours, 1)
+    pairs = [(timed(*floor, 1)[0], timed(*ours, 1)[0]) for _ in range(runs)]
+    return (statistics.median(f for f, _ in pairs) * 1000, statistics.median(o for _, o in pairs) * 1000,
+            statistics.median(o / f for f, o in pairs))
 
 
-def row(label: str, floor: float, ours: float, target: float | None, unit: str = "ms") -> None:
+def row(label: str, floor: float, ours: float, target: float | None, unit: str = "ms",
+        ratio: float | None = None) -> None:
     goal = f"  (target <= {target}x)" if target else ""
-    print(f"  {label:<44} {floor:9.0f} {ours:9.0f} {unit}  {ours / floor:5.2f}x{goal}")
+    ratio = ours / floor if ratio is None else ratio
+    print(f"  {label:<44} {floor:9.0f} {ours:9.0f} {unit}  {ratio:5.2f}x{goal}")
 
 
 def base_env(tmp: Path) -> dict:
@@ -87,9 +96,10 @@ def make_dists(root: Path, count: int) -> Path:
 def startup(env: dict, args, tmp: Path) -> None:
     print("start-up                                        floor      vscen       ratio")
     cold = env | {"VSCEN_NO_CACHE": "1"}
-    b, o, c = median_ms(BARE, env, args.runs), median_ms(DRY_RUN, env, args.runs), median_ms(DRY_RUN, cold, args.runs)
-    row("run secure-vm --dry-run (wall)", b, o, 1.5)
-    row("  the same, no cache (wall)", b, c, None)
+    b, o, ratio = paired_ms((BARE, env), (DRY_RUN, env), args.runs)
+    row("run secure-vm --dry-run (wall)", b, o, 1.5, ratio=ratio)
+    b, c, ratio = paired_ms((BARE, env), (DRY_RUN, cold), args.runs)
+    row("  the same, no cache (wall)", b, c, None, ratio=ratio)
     if args.instructions:
         ib, io, ic = instructions(BARE, env), instructions(DRY_RUN, env), instructions(DRY_RUN, cold)
         row("run secure-vm --dry-run (instructions)", ib / 1e6, io / 1e6, 1.5, "M ")
@@ -101,13 +111,13 @@ def discovery(env: dict, args, tmp: Path) -> None:
     more = os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     none_env = env | {"PYTHONPATH": str(make_dists(tmp / "none", 0)) + more}
     many_env = env | {"PYTHONPATH": str(make_dists(tmp / "many", 300)) + more}
-    row("run secure-vm --dry-run (wall)", median_ms(DRY_RUN, none_env, args.runs),
-        median_ms(DRY_RUN, many_env, args.runs), 1.2)
-    row("discovery alone (wall)", median_ms(DISCOVER, none_env, args.runs),
-        median_ms(DISCOVER, many_env, args.runs), 1.2)
+    n, m, ratio = paired_ms((DRY_RUN, none_env), (DRY_RUN, many_env), args.runs)
+    row("run secure-vm --dry-run (wall)", n, m, 1.2, ratio=ratio)
+    n, m, ratio = paired_ms((DISCOVER, none_env), (DISCOVER, many_env), args.runs)
+    row("discovery alone (wall)", n, m, 1.2, ratio=ratio)
     no_cache = {"VSCEN_NO_CACHE": "1"}
-    row("  discovery alone, no cache (wall)", median_ms(DISCOVER, none_env | no_cache, args.runs),
-        median_ms(DISCOVER, many_env | no_cache, args.runs), None)
+    n, m, ratio = paired_ms((DISCOVER, none_env | no_cache), (DISCOVER, many_env | no_cache), args.runs)
+    row("  discovery alone, no cache (wall)", n, m, None, ratio=ratio)
     if args.instructions:
         row("run secure-vm --dry-run (instructions)", instructions(DRY_RUN, none_env) / 1e6,
             instructions(DRY_RUN, many_env) / 1e6, 1.2, "M ")
@@ -155,7 +165,7 @@ def lifecycle(env: dict, args, tmp: Path) -> None:
                 subprocess.run([*virsh, *cmd], capture_output=True)
     print("lifecycle on qemu:///system (TCG)                virsh      vscen       ratio")
     row(f"run --start + destroy, median of {args.lifecycle_runs} (wall)", statistics.median(floor) * 1000,
-        statistics.median(ours) * 1000, 1.1)
+        statistics.median(ours) * 1000, 1.1, ratio=statistics.median(o / f for f, o in zip(floor, ours, strict=True)))
 
 
 def main() -> None:
