@@ -12,8 +12,9 @@ the registry from that and imports the plugin's module when a function is first 
 (:class:`Lazy`); the same checks (duplicates, unknown names, cycles) run on what comes from the
 cache as on what the hooks return.
 
-An entry is used only while the plugin's entry point (its value), the files of every module
-its import brought in, and vscen's own data model are unchanged; one that cannot be read is
+The cache is used only while every plugin's entry point (its value), the files of every
+module their imports brought in, and vscen's own data model are unchanged (one plugin edited:
+all are registered anew, since one may use another's names); one that cannot be read is
 ignored. A plugin is registered the usual way (imported, hooks called) where it does not say
 ``VSCEN_STATIC``, where what it registers is not plain data and importable functions (a
 lambda, a closure, an object of its own class), where one of its registration hooks is
@@ -223,8 +224,12 @@ def read() -> dict:
             data = marshal.loads(f.read())
         if data["key"] != _key():
             return {}
-        return {name: entry for name, entry in data["plugins"].items()
-                if all(stat(path) == st for path, st in entry["files"])}
+        entries = data["plugins"]
+        # all or nothing: a plugin's registration may use another plugin's names (imported
+        # before it, so not among its own files)
+        if all(stat(path) == st for entry in entries.values() for path, st in entry["files"]):
+            return entries
+        return {}
     except Exception:  # absent, unreadable, corrupt, another shape: as good as none
         return {}
 
