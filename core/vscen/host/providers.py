@@ -85,7 +85,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, v in sorted(value.items()):  # as sort_keys: the keys as given, compared
-            out[_key(key)] = _plain(v)  # where two keys give one string, the last one stays
+            name = _key(key)  # the key before its value, as json (which error comes first)
+            out[name] = _plain(v)  # where two keys give one string, the last one stays
         return out
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
