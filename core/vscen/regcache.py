@@ -30,7 +30,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from types import FunctionType
 
-from vscen.cache import cache_dir, enabled, recent, stat, write_bytes
+from vscen.cache import cache_dir, read_data, recent, stat, write_data
 
 FORMAT = 2
 #: the module attribute by which a plugin says its registrations are static
@@ -38,6 +38,14 @@ STATIC = "VSCEN_STATIC"
 #: dunder attributes a Lazy forwards to its function (others: copy's and pickle's probes)
 _FORWARD = frozenset({"__name__", "__qualname__", "__wrapped__", "__annotations__", "__defaults__",
                       "__kwdefaults__", "__code__", "__globals__", "__dict__", "__self__", "__func__"})
+
+
+def _follow(obj, qualname: str, *default):
+    """The object *qualname* (``Class.method``) names inside *obj* (AttributeError, or
+    *default* where given, where it names none)."""
+    for part in qualname.split("."):
+        obj = getattr(obj, part, *default)
+    return obj
 
 
 class Uncacheable(Exception):
@@ -57,10 +65,7 @@ class Lazy:
         if target is None:
             import importlib
 
-            target = importlib.import_module(self.module)
-            for part in self.qualname.split("."):
-                target = getattr(target, part)
-            self._target = target
+            target = self._target = _follow(importlib.import_module(self.module), self.qualname)
         return target
 
     def __call__(self, *args, **kwargs):
@@ -104,10 +109,7 @@ def _reference(value) -> tuple:
     module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
     if not isinstance(module, str) or not qualname or "<" in qualname:
         raise Uncacheable(f"{value!r} is not a module-level function or class")
-    found = sys.modules.get(module)
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    if found is not value:
+    if _follow(sys.modules.get(module), qualname, None) is not value:
         raise Uncacheable(f"{module}:{qualname} does not name {value!r}")
     return ("f", module, qualname)
 
@@ -184,9 +186,7 @@ def decode(data):
     if tag == "f":
         module = sys.modules.get(data[1])
         if module is not None:  # imported already (builtins, pathlib, a plugin in use): the object
-            found = module
-            for part in data[2].split("."):
-                found = getattr(found, part, None)
+            found = _follow(module, data[2], None)
             if found is not None:
                 return found
         return Lazy(data[1], data[2])
@@ -215,13 +215,8 @@ def _key() -> list:
 def read() -> dict:
     """Plugin name -> its cache entry (``value``, ``files``, ``hooks``, ``objects``), for the
     entries still current; {} where there is no usable cache."""
-    if not enabled():
-        return {}
+    data = read_data(_path())
     try:
-        import marshal
-
-        with open(_path(), "rb") as f:
-            data = marshal.loads(f.read())
         if data["key"] != _key():
             return {}
         entries = data["plugins"]
@@ -229,9 +224,9 @@ def read() -> dict:
         # before it, so not among its own files)
         if all(stat(path) == st for entry in entries.values() for path, st in entry["files"]):
             return entries
-        return {}
-    except Exception:  # absent, unreadable, corrupt, another shape: as good as none
-        return {}
+    except Exception:  # absent, corrupt, another shape: as good as none
+        pass
+    return {}
 
 
 def objects(entry: dict, kind: str) -> list:
@@ -262,11 +257,6 @@ def entry_for(info, plugin, reg, files: list[str], kinds) -> dict:
 
 def write(entries: dict) -> None:
     """Keep *entries* (plugin name -> entry), replacing the file; nothing where caches are off."""
-    if not enabled():
-        return
-    import marshal
-
     key = _key()
-    if recent([st for _, st in key[2]]):
-        return
-    write_bytes(_path(), marshal.dumps({"key": key, "plugins": entries}))
+    if not recent([st for _, st in key[2]]):
+        write_data(_path(), {"key": key, "plugins": entries})

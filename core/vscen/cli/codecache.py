@@ -42,15 +42,9 @@ def install() -> bool:
             or "->_return_type" not in code.co_consts or getattr(original, "_vscen_cached", False)
             or not cache.enabled()):
         return False
-    import marshal
-
-    try:
-        with open(_path(), "rb") as f:
-            loaded = marshal.loads(f.read())  # marshal.load(f) reads a file object piece by piece: 7x slower
-        if isinstance(loaded, dict):
-            _CODE.update((k, v) for k, v in loaded.items() if isinstance(k, str) and type(v) is type(code))
-    except Exception:  # absent, unreadable, corrupt: compile as Python does
-        pass
+    loaded = cache.read_data(_path())  # None where absent, unreadable or corrupt: compile as Python does
+    if isinstance(loaded, dict):
+        _CODE.update((k, v) for k, v in loaded.items() if isinstance(k, str) and type(v) is type(code))
     dataclasses._create_fn = _create_fn
     import atexit
 
@@ -85,8 +79,6 @@ _create_fn._vscen_cached = True
 def _save() -> None:
     if not _NEW:
         return
-    import marshal
+    from vscen.cache import write_data
 
-    from vscen.cache import write_bytes
-
-    write_bytes(_path(), marshal.dumps(dict(list(_CODE.items())[-KEPT:])))
+    write_data(_path(), dict(list(_CODE.items())[-KEPT:]))
