@@ -87,10 +87,7 @@ def make_plan(result, output: Path | None, *, force: bool = False, start: bool =
     elif define and conn is not None:
         existing = _lookup(conn, ctx.settings.name)
         redefine = True
-        from vscen.host.connect import on_this_machine
-
-        # checked against this machine's schema files already: libvirtd here has the same ones
-        validated = result.schema_checked and on_this_machine(conn)
+        validated = _validated_here(result)
         if existing is None:
             plan.steps.append(steps.define(conn, result.xml, None, validated=validated))
         elif _stored_digest(existing) == digest(result.xml):
@@ -134,6 +131,14 @@ def _plan_actions(ctx, names, before: list, after_define: list, refused: list[st
                               f"in plan: {type(exc).__name__}: {exc}") from exc
 
 
+def _validated_here(result) -> bool:
+    """Whether libvirt need not validate the XML again: vscen checked it against the schema
+    files of this machine, whose libvirtd the connection reaches."""
+    from vscen.host.connect import on_this_machine
+
+    return result.schema_checked and on_this_machine(result.connection)
+
+
 def _plan_transient(plan: Plan, result, refused: list[str]) -> None:
     """A transient guest is created (and so started) from the XML, never defined; the same
     command again finds it running with the same XML and changes nothing."""
@@ -142,10 +147,7 @@ def _plan_transient(plan: Plan, result, refused: list[str]) -> None:
     conn, name = result.connection, result.ctx.settings.name
     existing = _lookup(conn, name)
     if existing is None:
-        from vscen.host.connect import on_this_machine
-
-        plan.steps.append(steps.create_transient(conn, result.xml,
-                                                 validated=result.schema_checked and on_this_machine(conn)))
+        plan.steps.append(steps.create_transient(conn, result.xml, validated=_validated_here(result)))
     elif not existing.isPersistent() and _stored_digest(existing, live=True) == digest(result.xml):
         plan.unchanged.append(f"transient domain {name} on {conn.uri} is running and up to date")
     else:

@@ -98,7 +98,7 @@ def _remember(pm: PluginManager, reg: Registry) -> None:
         regcache.write(entries)
 
 
-def _sources(pm: PluginManager, hook: str, kind: str) -> list:
+def _sources(pm: PluginManager, hook: str) -> list:
     """(plugin, function of register or None, cached objects) in pluggy's order: ``trylast``
     implementations, then the plugins in registration order (imported or from the cache), then
     ``tryfirst`` ones and wrappers. A plugin with such an implementation is not cached."""
@@ -114,10 +114,9 @@ def _sources(pm: PluginManager, hook: str, kind: str) -> list:
     ordered = []
     for name, info in pm.infos.items():
         if name in middle:
-            ordered.append((name, middle.pop(name), None))
+            ordered.append((name, middle[name], None))
         elif info.cached is not None and info.status == "loaded":
             ordered.append((name, None, info.cached))
-    ordered.extend((name, function, None) for name, function in middle.items())  # not in infos (none so far)
     return first + ordered + last
 
 
@@ -125,7 +124,7 @@ def build_registry(pm: PluginManager) -> Registry:
     reg = Registry(infos=pm.infos)
     for kind, (hook, cls) in KINDS.items():
         table = reg.table(kind)
-        for plugin, function, cached in _sources(pm, hook, kind):
+        for plugin, function, cached in _sources(pm, hook):
             got: list = []
 
             def register(obj, _got=got, _cls=cls, _hook=hook):

@@ -77,9 +77,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
-        return float(value)
+        return _finite(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -91,6 +89,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _finite(value: float) -> float:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return float(value)
+
+
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return str.__str__(key)
@@ -99,9 +103,7 @@ def _key(key: Any) -> str:
     if isinstance(key, int):
         return int.__repr__(key)
     if isinstance(key, float):
-        if key != key or key in (float("inf"), float("-inf")):
-            raise ValueError(f"Out of range float values are not JSON compliant: {key!r}")
-        return float.__repr__(key)
+        return float.__repr__(_finite(key))
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
