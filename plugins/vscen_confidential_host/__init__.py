@@ -193,9 +193,7 @@ FEATURE = Feature(
 )
 
 
-#: what this plugin registers is the same wherever it is imported: vscen may keep it and import
-#: the plugin only when one of its functions is called (vscen.regcache)
-VSCEN_STATIC = True
+VSCEN_STATIC = True  # registers the same objects wherever imported: imported only when used
 
 
 @hookimpl
