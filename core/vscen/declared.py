@@ -90,13 +90,17 @@ def derive_declared(settings: Settings, declared: Mapping[str, Setting]) -> Sett
 
 
 def check_declared(settings: Settings, declared: Mapping[str, Setting]) -> None:
-    """Each plugin setting's ``check`` against the settings (a disk key's against each disk)."""
+    """Each plugin setting's ``check`` against the settings (a disk key's against each disk),
+    where the setting has a value: one nobody gave (None, or () for a repeatable one) has
+    nothing to check, and its plugin is not imported for it."""
     for name, setting in sorted(declared.items()):
         if setting.check is None:
             continue
         owners = settings.disks if setting.is_disk_key else (settings,)
         for owner in owners:
             value = owner.extras.get(setting.key)
+            if value is None or value == ():
+                continue
             try:
                 setting.check(value, owner)
             except UsageError:

@@ -92,14 +92,14 @@ def rules_matrix(reg) -> str:
     out += ["", "## Scenarios", "",
             "Each conflict shows on both items' rows; \"(its rule)\" marks one the other item declares.",
             "",
-            "| scenario | plugin | features | implies | requires | conflicts | host checks | host actions |",
+            "| scenario | plugin | features | implies | requires | conflicts | checks | host actions |",
             "|---|---|---|---|---|---|---|---|"]
     for name in scenarios:
         s = reg.scenarios[name]
         out.append(f"| `{name}` | {reg.plugin_of(name, 'scenarios')} | {_names(s.features)} | {_names(s.implies)} | "
                    f"{_names(s.requires)} | {_conflicts(reg, name)} | {_names(s.validators)} | {_names(s.host_actions)} |")
     out += ["", "## Features", "",
-            "| feature | plugin | category | implies | requires | conflicts | arches | host checks | host actions |",
+            "| feature | plugin | category | implies | requires | conflicts | arches | checks | host actions |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name in sorted(reg.features):
         f = reg.features[name]

@@ -41,7 +41,8 @@ class Rules:
     implies: tuple[str, ...] = ()
     #: architectures this item supports; empty means any
     arches: tuple[str, ...] = ()
-    #: host validators (by name) that must pass before this item is used
+    #: validators (by name): host validators that must pass before this item is used, and
+    #: domain validators that check only the results it is in
     validators: tuple[str, ...] = ()
     #: host actions (by name) that prepare the host for this item
     host_actions: tuple[str, ...] = ()
@@ -107,8 +108,9 @@ class Check:
 class Validator:
     """A check of the host (``kind="host"``) or of the built domain (``kind="domain"``).
 
-    Host validators run when a chosen feature or scenario names them; domain validators run on
-    every result and return nothing where they do not apply.
+    Host validators run when a chosen feature or scenario names them (``validators``). Domain
+    validators run on every result and return nothing where they do not apply; one that a
+    feature or scenario names runs only on the results where one of those is chosen.
     """
 
     name: str
@@ -200,7 +202,8 @@ class Setting:
     #: a yes/no switch: ``--NAME`` on the command line, true/false in a config file
     flag: bool = False
     #: checks the parsed value against the rest, once every setting is known: ``check(value,
-    #: settings)`` (``check(value, disk)`` for a disk key); raises ``ValueError`` saying why
+    #: settings)`` (``check(value, disk)`` for a disk key); raises ``ValueError`` saying why.
+    #: Not called where the value is None or () (nobody gave it, and no default)
     check: Callable[[Any, Any], None] | None = field(default=None, compare=False)
     #: the ``vscen run`` option; default ``--NAME`` with '_' and '.' as '-'
     option: str = ""

@@ -82,7 +82,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     from vscen.context import Context
     from vscen.domain.build import build
     from vscen.resolve import resolve
-    from vscen.validate import Support, check_schema, run_domain_validators
+    from vscen.validate import Support, check_schema, domain_validators, run_domain_validators
 
     if not request.scenarios and not request.add:
         raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
@@ -141,7 +141,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     if request.schema:
         check_schema(xml, owner_of=lambda p: owners.get(p, ""))
     ctx.xml = etree.fromstring(xml.encode())
-    domain_checks = run_domain_validators(ctx, [v for v in reg.validators.values() if v.kind == "domain"])
+    domain_checks = run_domain_validators(ctx, domain_validators(reg, resolution))
     fails = [c for c in domain_checks if c.status == "fail"]
     from vscen.errors import InvalidDomainError
 
@@ -211,6 +211,8 @@ def run_host_validators(ctx, reg, names: list[str]) -> list:
     checks = []
     for name in names:
         v = reg.validators[name]
+        if v.kind != "host":
+            continue  # a domain validator a chosen item names: it runs on the result
         if v.local_only and ctx.uri and not _is_local(ctx.uri):
             checks.append(Check("skip", f"{v.summary}: skipped, it reads local files and "
                                 f"{ctx.uri} is remote", validator=name))

@@ -139,7 +139,7 @@ def _rules(item) -> list[str]:
     if item.arches:
         lines.append(f"- **architectures:** {', '.join(item.arches)}")
     if item.validators:
-        lines.append(f"- **host checks:** {_names(item.validators)}")
+        lines.append(f"- **checks:** {_names(item.validators)}")
     if item.host_actions:
         lines.append(f"- **host actions:** {_names(item.host_actions)}")
     return lines
@@ -189,8 +189,13 @@ def _checks(reg, validators: dict, actions: dict) -> str:
     out = ["| host check | what it checks |", "|---|---|"]
     out += [f"| `{n}` | {_cell(v.summary)}{' (local host only)' if v.local_only else ''} |"
             for n, v in validators.items() if v.kind == "host"]
-    out += ["", "| domain check (every guest) | what it checks |", "|---|---|"]
-    out += [f"| `{n}` | {_cell(v.summary)} |" for n, v in validators.items() if v.kind == "domain"]
+    named: dict[str, list[str]] = {}
+    for item in (*reg.features.values(), *reg.scenarios.values()):
+        for name in item.validators:
+            named.setdefault(name, []).append(f"`{item.name}`")
+    out += ["", "| domain check (every guest, or only with the items named) | what it checks |", "|---|---|"]
+    out += [f"| `{n}` | {_cell(v.summary)}{' (only with ' + ', '.join(named[n]) + ')' if n in named else ''} |"
+            for n, v in validators.items() if v.kind == "domain"]
     out += ["", "| host action | what it prepares |", "|---|---|"]
     out += [f"| `{n}` | {_cell(a.summary)}{': ' + _cell(a.details) if a.details else ''} |" for n, a in actions.items()]
     return "\n".join(out)

@@ -208,6 +208,14 @@ def check_schema(xml_text: str, owner_of=None) -> None:
     cache.remember_valid(SCHEMA_DIR, xml_text)
 
 
+def domain_validators(reg, resolution) -> list:
+    """The domain validators to run on a result of *resolution*: those that no feature or
+    scenario names in its ``validators``, and those that a chosen one names."""
+    named = {name for item in (*reg.features.values(), *reg.scenarios.values()) for name in item.validators}
+    chosen = set(resolution.validators())
+    return [v for v in reg.validators.values() if v.kind == "domain" and (v.name not in named or v.name in chosen)]
+
+
 def run_domain_validators(ctx, validators) -> list:
     """Run every domain validator; returns the checks (with the validator's name filled in)."""
     checks = []

@@ -95,7 +95,8 @@ def grub_text(params: tuple[str, ...]) -> str:
 
 # -- reading ------------------------------------------------------------------------------------
 
-_OPTIONS = re.compile(r"^\s*options\s+(kvm_amd|kvm_intel)\s+(.*)$")
+#: an ``options kvm_amd ...`` line (compiled by ``re`` when first used: on this machine only)
+_OPTIONS = r"^\s*options\s+(kvm_amd|kvm_intel)\s+(.*)$"
 
 
 def read_modprobe() -> dict:
@@ -113,7 +114,7 @@ def read_modprobe() -> dict:
         except (OSError, UnicodeDecodeError):
             continue
         for line in text.splitlines():
-            m = _OPTIONS.match(line.split("#", 1)[0])
+            m = re.match(_OPTIONS, line.split("#", 1)[0])
             if not m:
                 continue
             for word in m.group(2).split():

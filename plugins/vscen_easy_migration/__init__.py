@@ -119,7 +119,7 @@ EASY_MIGRATION = Scenario(
         Conflict("host-hardware", "an assigned host device cannot follow the guest to another host"),
         Conflict("launch-security", "libvirt cannot live-migrate a confidential (SEV, TDX) guest"),
     ),
-    validators=("live-migration",),
+    validators=("live-migration", "migration-safe", "shared-storage"),
     facts=(PEERS,),
 )
 

@@ -63,8 +63,6 @@ def _disks(root):
 
 
 def check_migration_safe(ctx):
-    if not ctx.has("easy-migration"):
-        return []
     root, checks = ctx.xml, []
     cpu = root.find("cpu")
     mode = cpu.get("mode", "custom") if cpu is not None else "none"
@@ -91,8 +89,6 @@ def check_migration_safe(ctx):
 
 
 def check_shared_storage(ctx):
-    if not ctx.has("easy-migration"):
-        return []
     local = ctx.host.local
     checks = []
     for disk in _disks(ctx.xml):

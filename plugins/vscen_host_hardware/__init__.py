@@ -42,28 +42,35 @@ from __future__ import annotations
 import re
 
 from vscen import Check, Conflict, FactProvider, Feature, Setting, Validator, hookimpl
-from vscen_host_hardware.checks import check_host_hardware, group_checks, iommu_checks
-from vscen_host_hardware.devices import (
-    DEVICES,
-    FEATURE,
-    Choice,
-    HostDevices,
-    PciDevice,
-    UsbDevice,
-    choose,
-    host_devices,
-    parse_device,
-    read_devices,
-)
 
-__all__ = ["DEVICES", "FEATURE", "Choice", "HostDevices", "PciDevice", "UsbDevice", "check_host_hardware", "choose",
-           "group_checks", "host_devices", "iommu_checks", "parse_device", "read_devices"]
+FEATURE = "host-hardware"
+#: the host's PCI and USB devices, a fact read at the facts stage
+DEVICES = "host-hardware.devices"
+
+#: the names the package offers from its modules, each module imported when first used: every
+#: render runs the domain check below, which needs neither
+_MODULE_OF = {**dict.fromkeys(("Choice", "HostDevices", "PciDevice", "UsbDevice", "choose", "host_devices",
+                               "parse_device", "read_devices"), "devices"),
+              **dict.fromkeys(("check_host_hardware", "group_checks", "iommu_checks"), "checks")}
+
+__all__ = ["DEVICES", "FEATURE", *sorted(_MODULE_OF)]
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 # -- the feature --------------------------------------------------------------------------
 
 
 def apply(domain, ctx) -> None:
+    from vscen_host_hardware.devices import choose, host_devices
+
     devices = host_devices(ctx)
     choices, fails = choose(ctx, devices)
     if fails:  # the host check names them; reached only where it did not run
@@ -117,16 +124,6 @@ FEATURES = (
     ),
 )
 
-VALIDATORS = (
-    Validator(name=FEATURE, kind="host",
-              summary="the devices to assign exist, once each, and the IOMMU lets the guest have them",
-              check=check_host_hardware),
-    Validator(name="hostdev-feature", kind="domain",
-              summary="--hostdev is not given without the host-hardware feature",
-              check=check_hostdev_feature),
-)
-
-
 VSCEN_STATIC = True  # registers the same objects wherever imported: imported only when used
 
 
@@ -136,38 +133,41 @@ def vscen_register_features(register):
         register(feature)
 
 
-FACTS = (
-    FactProvider(
+@hookimpl
+def vscen_register_validators(register):
+    from vscen_host_hardware.checks import check_host_hardware
+
+    register(Validator(name=FEATURE, kind="host",
+                       summary="the devices to assign exist, once each, and the IOMMU lets the guest have them",
+                       check=check_host_hardware))
+    register(Validator(name="hostdev-feature", kind="domain",
+                       summary="--hostdev is not given without the host-hardware feature",
+                       check=check_hostdev_feature))
+
+
+@hookimpl
+def vscen_register_facts(register):
+    from vscen_host_hardware.devices import read_devices
+
+    register(FactProvider(
         name=DEVICES, read=read_devices,
         summary="the host's PCI and USB devices (libvirt node devices): address, ids, driver, "
                 "IOMMU group",
         example={"uri": "qemu:///system", "usb": [], "pci": [
             {"name": "pci_0000_03_00_0", "address": "0000:03:00.0", "vendor": "144d",
              "product": "a808", "pci_class": 67586, "driver": "nvme", "group": 14,
-             "members": ["0000:03:00.0"], "bridge_cap": False}]}),
-)
+             "members": ["0000:03:00.0"], "bridge_cap": False}]}))
 
 
-@hookimpl
-def vscen_register_validators(register):
-    for validator in VALIDATORS:
-        register(validator)
-
-
-@hookimpl
-def vscen_register_facts(register):
-    for fact in FACTS:
-        register(fact)
-
-
-HOSTDEV_RE = re.compile(
+#: a --hostdev value (compiled by ``re`` when first used: most runs have none)
+HOSTDEV = (
     r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"  # PCI address
     r"|(?:pci|usb):[0-9a-fA-F]{4}:[0-9a-fA-F]{4}"  # by vendor:product
 )
 
 
 def _hostdev(value: str) -> str:
-    if not HOSTDEV_RE.fullmatch(value):
+    if not re.fullmatch(HOSTDEV, value):
         raise ValueError("is not a PCI address (0000:03:00.0) or pci:VENDOR:PRODUCT / usb:VENDOR:PRODUCT "
                          "(hex, as lspci -nn and lsusb show them)")
     return value.lower()

@@ -7,15 +7,13 @@ import re
 from typing import NamedTuple
 
 from vscen import Check
+from vscen_host_hardware import DEVICES, FEATURE  # noqa: F401 (FEATURE: as before, also from here)
 
 #: drivers that hold a PCI device away from the host, so VFIO accepts it in a group
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
 #: PCI class codes (class << 8 | subclass) of bridges: VFIO lets the host keep those bound
 BRIDGE_CLASSES = (0x0604, 0x0607, 0x0609)
 ADDRESS_RE = re.compile(r"(?:([0-9a-f]{4}):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])")
-FEATURE = "host-hardware"
-#: the host's PCI and USB devices, a fact read at the facts stage
-DEVICES = "host-hardware.devices"
 
 
 class PciDevice(NamedTuple):

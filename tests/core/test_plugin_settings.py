@@ -294,3 +294,14 @@ def test_a_command_may_not_take_a_core_name(name, reason):
     pm, reg = load(("cmds", Commands()))
     assert pm.infos["cmds"].status == "broken" and pm.infos["cmds"].reason.startswith(reason)
     assert reg.commands == {}
+
+
+def test_a_check_is_called_for_given_values_only():
+    seen = []
+    declared = {"colour": Setting(name="colour", help="The colour.", check=lambda value, _s: seen.append(value)),
+                "tag": Setting(name="tag", repeatable=True, help="A tag.", check=lambda value, _s: seen.append(value))}
+    base = [("default", {"name": "g"})]
+    build_settings([], base, None, declared)
+    assert seen == []  # nobody gave either: nothing to check (and no plugin imported for it)
+    build_settings([], [*base, ("option", {"colour": "red", "tag": ["a"]})], None, declared)
+    assert seen == ["red", ("a",)]

@@ -117,6 +117,10 @@ def test_a_run_from_the_cache_imports_only_the_plugins_it_uses(tmp_path):
     assert "vscen_fleet" in eager and "vscen_attest" in eager
     lazy = _imported(env, tmp_path)
     assert "vscen_fleet" not in lazy and "vscen_attest" not in lazy and "vscen_soft_rt" not in lazy
+    # checks that do not apply to secure-vm: a domain check another scenario names, a setting
+    # nobody gave, the module of host devices nobody asked for
+    assert "vscen_easy_migration" not in lazy and "vscen_cloud_init" not in lazy
+    assert "vscen_host_hardware" in lazy and "vscen_host_hardware.devices" not in lazy
     assert "vscen_launch_security" in lazy and "vscen_tpm" in lazy  # what secure-vm runs
     assert _imported(env | {cache.OFF_ENV: "1"}, tmp_path) == eager
 

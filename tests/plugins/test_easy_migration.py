@@ -280,7 +280,18 @@ def test_migration_safe(registry):
     assert [e for _, _, e in bad] == ["/domain/cpu", "/domain/devices/hostdev", "/domain/devices/filesystem",
                                       "/domain/devices/disk/driver"]
     assert "disk cache 'writeback'" in bad[-1][1]
-    assert run_check(registry, "migration-safe", domain_ctx(BAD, has=())) == []
+
+
+def test_the_domain_checks_run_only_for_easy_migration(registry):
+    from vscen.resolve import resolve
+    from vscen.validate import domain_validators
+
+    def chosen(*scenarios):
+        return {v.name for v in domain_validators(registry, resolve(registry, list(scenarios), [], []))}
+
+    assert {"migration-safe", "shared-storage"} <= chosen("easy-migration")
+    assert not {"migration-safe", "shared-storage"} & chosen("secure-vm")
+    assert "launch-security-iommu" in chosen("secure-vm") & chosen("easy-migration")  # named by none: on every result
 
 
 def test_shared_storage_from_the_hosts_mounts(registry):

@@ -133,7 +133,7 @@ def validate(
     from vscen.host.facts import HostFacts, load_files
     from vscen.resolve import Resolution
     from vscen.settings import Settings
-    from vscen.validate import Support, run_domain_validators, schema_errors
+    from vscen.validate import Support, domain_validators, run_domain_validators, schema_errors
 
     try:
         text = file.read_bytes().decode("utf-8")
@@ -150,7 +150,7 @@ def validate(
     ctx = Context(settings=Settings(name=root.findtext("name") or "?", memory=0, vcpu=1,
                                     extras=declared_defaults(reg.settings)), host=facts,
                   resolution=Resolution(), support=Support.installed(), registry=reg, xml=root)
-    checks = run_domain_validators(ctx, [v for v in reg.validators.values() if v.kind == "domain"])
+    checks = run_domain_validators(ctx, domain_validators(reg, ctx.resolution))
     fails = errors + [f"{c.element or 'domain'}: {c.message} [{c.validator}]" for c in checks if c.status == "fail"]
     if json_:
         typer.echo(json.dumps({"file": str(file), "valid": not fails, "schema_errors": errors,

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vscen.errors import UsageError
-from vscen.host import local as hl
 from vscen.host.factjson import facts_element, read_facts_element
-from vscen.host.local import LocalFacts
+
+if TYPE_CHECKING:  # the local facts' module is read only where a document has them
+    from vscen.host.local import LocalFacts
 
 
 @dataclass(frozen=True)
@@ -385,8 +386,10 @@ def _from_roots(roots: list, source: str, what: str) -> HostFacts:
                 free_pages = {_int(c.get("id")): {_int(p.get("size")): _int(p.text) for p in c.iterfind("pages")}
                               for c in part.iterfind("cell")}
             elif part.tag == "local" and root.tag == "hostFacts":
+                from vscen.host.local import from_xml
+
                 try:
-                    local = hl.from_xml(part)
+                    local = from_xml(part)
                 except (AttributeError, ValueError) as exc:
                     raise UsageError(f"{label}: malformed <local> element ({exc})") from None
             elif part.tag == "facts" and root.tag == "hostFacts":
@@ -432,7 +435,9 @@ def snapshot(caps_xml: str, domcaps_xml: str | None, *, uri: str = "", libvirt_v
             for size, count in sorted(pages.items()):
                 etree.SubElement(el, "pages", unit="KiB", size=str(size)).text = str(count)
     if local is not None:
-        root.append(hl.to_xml(local))
+        from vscen.host.local import to_xml
+
+        root.append(to_xml(local))
     if facts:
         root.append(facts_element(facts))
     return etree.tostring(root, pretty_print=True, encoding="unicode")
