@@ -31,7 +31,7 @@ _LAZY = {
     "LibvirtError": "vscen.errors", "PluginError": "vscen.errors", "raise_all": "vscen.errors",
     # values
     "parse_size": "vscen.settings", "check_path": "vscen.settings", "check_name": "vscen.settings",
-    "format_cpulist": "vscen.host.local", "parse_cpulist": "vscen.host.local",
+    "format_cpulist": "vscen.cpulist", "parse_cpulist": "vscen.cpulist",
     # setting defaults, to tell what the user chose from a default
     "builtin_default": "vscen.defaults", "scenario_defaults": "vscen.defaults", "default_of": "vscen.defaults",
     # files

@@ -213,7 +213,11 @@ def entry() -> None:
     Python's own finalization (tearing down every module and collecting every object, 20 to
     40 ms for a command's modules and libvirt's) has nothing to do for a command that ran to
     its end: its files are closed and its writes are atomic. Where another thread still runs,
-    or an exception other than an exit propagates (``--debug``), Python ends as usual."""
+    or an exception other than an exit propagates (``--debug``), Python ends as usual. The
+    modules of vscen and its plugins come from one file where they can (``vscen.cli.bundle``)."""
+    from vscen.cli import bundle
+
+    bundle.install(_command_of(sys.argv[1:]))
     try:
         main()
         code = 0

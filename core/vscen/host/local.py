@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vscen.cpulist import MAX_CPU, format_cpulist, parse_cpulist  # noqa: F401 (MAX_CPU: as before, also here)
+
 #: the root every path below is read from (tests point it at a fake tree)
 SYSFS_ROOT = Path("/")
 
@@ -156,42 +158,6 @@ def _int(where: str | Path) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
-
-
-#: the highest CPU number a list may hold (the kernel's NR_CPUS is at most 8192 today): a list
-#: read from a file is bounded, so '0-9999999999' is refused rather than filling the memory
-MAX_CPU = 65535
-
-
-def parse_cpulist(text: str | None) -> tuple[int, ...]:
-    """The kernel's CPU list syntax: ``2-7,10`` -> (2, 3, 4, 5, 6, 7, 10); ``""`` and
-    ``(null)`` (nohz_full with none) -> (). A CPU above :data:`MAX_CPU` or a range running
-    backwards is a ValueError; parts that are not numbers are passed over."""
-    cpus: set[int] = set()
-    for part in (text or "").replace("(null)", "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        first, _, last = part.partition("-")
-        try:
-            lo, hi = int(first), int(last or first)
-        except ValueError:
-            continue
-        if not 0 <= lo <= hi <= MAX_CPU:
-            raise ValueError(f"CPU list '{part}' is not a range of CPUs from 0 to {MAX_CPU}")
-        cpus.update(range(lo, hi + 1))
-    return tuple(sorted(cpus))
-
-
-def format_cpulist(cpus) -> str:
-    """(2, 3, 4, 7) -> ``2-4,7``: the syntax the kernel and libvirt use."""
-    runs: list[list[int]] = []
-    for cpu in sorted(set(cpus)):
-        if runs and cpu == runs[-1][1] + 1:
-            runs[-1][1] = cpu
-        else:
-            runs.append([cpu, cpu])
-    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _unescape(field: str) -> str:
