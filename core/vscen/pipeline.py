@@ -135,11 +135,9 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     root, _ = domain.render()  # rendered once: customise kept it current
     xml = etree.tostring(root, pretty_print=True, encoding="unicode")
-    owners = {path: who for path, value, who in domain.explain() if not value}
-    for path, _value in customised:
-        owners[path.rsplit("/@", 1)[0]] = domain.USER
+    owner_of = _owners(domain, customised)
     if request.schema:
-        check_schema(xml, owner_of=lambda p: owners.get(p, ""))
+        check_schema(xml, owner_of=owner_of)
     ctx.xml = etree.fromstring(xml.encode())
     domain_checks = run_domain_validators(ctx, domain_validators(reg, resolution))
     fails = [c for c in domain_checks if c.status == "fail"]
@@ -147,13 +145,28 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 
     raise_all(InvalidDomainError, "the domain is not valid",
               [f"{c.element or 'domain'}"
-               + (f" (set by {owners[c.element]})" if c.element in owners else "")
+               + (f" (set by {owner_of(c.element)})" if owner_of(c.element) else "")
                + f": {c.message} [{c.validator}]" for c in fails])
     if not keep_connection and connection is not None:
         connection.close()
         connection = ctx.connection = None
     return Result(xml=xml, ctx=ctx, checks=checks + domain_checks, connection=connection,
                   customised=customised, warnings=pm.warnings(), schema_checked=bool(request.schema))
+
+
+def _owners(domain, customised):
+    """Who set an element (XPath -> plugin, or the user's --set), for error messages: read
+    from the model only where a message needs it."""
+    owners: dict[str, str] = {}
+
+    def owner_of(path: str) -> str:
+        if not owners:
+            owners.update((p, who) for p, value, who in domain.explain() if not value)
+            owners.update((p.rsplit("/@", 1)[0], domain.USER) for p, _value in customised)
+            owners.setdefault("", "")  # read, even where nobody set anything
+        return owners.get(path, "")
+
+    return owner_of
 
 
 def _preparing(ctx, reg, resolution, fails) -> tuple[str, ...]:

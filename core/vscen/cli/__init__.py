@@ -6,9 +6,10 @@ setting a plugin declares (``vscen.Setting``), and each plugin's command groups
 raises ``VscenError`` carrying the message and an exit code; ``main()`` prints ``error: ...``
 on stderr and exits with that code. Tracebacks only with ``--debug``. Every listing has
 ``--json``.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Typer reads the root's annotations as objects
+(strings it would evaluate, compiling each, in every run).
+"""
 
 import sys
 from pathlib import Path
