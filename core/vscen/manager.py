@@ -84,17 +84,27 @@ class PluginManager(pluggy.PluginManager):
         self.notes: list[str] = []
 
     def parse_hookimpl_opts(self, plugin, name: str):
-        # pluggy looks at every name of a plugin module with inspect.getattr_static (slow:
-        # hundreds of imported names); a module attribute that is no function, method,
-        # classmethod or staticmethod is never a hook implementation: say so at once
-        if isinstance(plugin, ModuleType):
-            value = plugin.__dict__.get(name, _ABSENT)
-            if value is not _ABSENT and not isinstance(value, _HOOKABLE):
-                return None
-            if type(value) is FunctionType:  # a plain function is its own marker holder
-                opts = value.__dict__.get(self.project_name + "_impl")
-                return opts if isinstance(opts, dict) else None
-        return super().parse_hookimpl_opts(plugin, name)
+        opts = self._module_marker(plugin, name, "_impl")
+        return super().parse_hookimpl_opts(plugin, name) if opts is _ABSENT else opts
+
+    def parse_hookspec_opts(self, module_or_class, name: str):
+        opts = self._module_marker(module_or_class, name, "_spec")
+        return super().parse_hookspec_opts(module_or_class, name) if opts is _ABSENT else opts
+
+    def _module_marker(self, namespace, name: str, suffix: str):
+        """pluggy looks at every name of a module with inspect.getattr_static (slow: hundreds
+        of imported names). A module attribute that is no function, method, classmethod or
+        staticmethod is never a hook (None), a plain function is its own marker holder (its
+        options or None); anything else: _ABSENT, pluggy decides."""
+        if not isinstance(namespace, ModuleType):
+            return _ABSENT
+        value = namespace.__dict__.get(name, _ABSENT)
+        if value is not _ABSENT and not isinstance(value, _HOOKABLE):
+            return None
+        if type(value) is FunctionType:
+            opts = value.__dict__.get(self.project_name + suffix)
+            return opts if isinstance(opts, dict) else None
+        return _ABSENT
 
     def mark_broken(self, name: str, reason: str) -> None:
         info = self.infos[name]

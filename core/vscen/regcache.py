@@ -35,6 +35,9 @@ from vscen.cache import cache_dir, read_data, recent, stat, write_data
 FORMAT = 2
 #: the module attribute by which a plugin says its registrations are static
 STATIC = "VSCEN_STATIC"
+#: set where this process imported static plugins to register them (no cache, or a stale
+#: one): what it imported is not what a run of its command imports (``vscen.cli.bundle``)
+imported_to_register = False
 #: dunder attributes a Lazy forwards to its function (others: copy's and pickle's probes)
 _FORWARD = frozenset({"__name__", "__qualname__", "__wrapped__", "__annotations__", "__defaults__",
                       "__kwdefaults__", "__code__", "__globals__", "__dict__", "__self__", "__func__"})

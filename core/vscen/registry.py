@@ -95,6 +95,7 @@ def _remember(pm: PluginManager, reg: Registry) -> None:
             except regcache.Uncacheable:
                 continue
     if new:
+        regcache.imported_to_register = True
         regcache.write(entries)
 
 

@@ -41,7 +41,6 @@ class Bundle:
     def __init__(self, path, modules: dict, key: dict):
         self.path, self.modules, self.key = path, modules, key
         self.changed = False  # a module was dropped: its source changed
-        self.served: set[str] = set()
         self.before = set(sys.modules)  # imported before the bundle could serve them: not kept
 
     def find_spec(self, name, path=None, target=None):
@@ -63,16 +62,17 @@ class Bundle:
         return None  # the default module
 
     def exec_module(self, module) -> None:
-        self.served.add(module.__name__)
         exec(self.modules[module.__name__][3], module.__dict__)
 
     def save(self) -> None:
         """Keep the modules this process imported with Python's source loader beside the
-        others, where there are any (or where one was dropped). Where this process left more
-        than a fifth of the others unused (the first run of a command imports every plugin, to
-        register them: ``vscen.regcache``), keep only those it used."""
+        others, where there are any (or where one was dropped); nothing where it imported the
+        plugins to register them (the first run, or one after an installation: ``vscen.regcache``),
+        which a run of its command does not."""
         from importlib.machinery import SourceFileLoader
 
+        if getattr(sys.modules.get("vscen.regcache"), "imported_to_register", False):
+            return
         scope = _scope()
         added = {}
         for name, module in list(sys.modules.items()):
@@ -89,10 +89,8 @@ class Bundle:
             except Exception:  # unreadable now: left out
                 continue
             added[name] = [spec.origin, spec.submodule_search_locations is not None, identity, code]
-        unused = len(self.modules) - len(self.served) > len(self.modules) // 5
-        if (added or self.changed or unused) and not cache.recent(self.key["stats"]):
-            kept = {n: e for n, e in self.modules.items() if n in self.served} if unused else self.modules
-            modules = dict(list({**kept, **added}.items())[-KEPT:])
+        if (added or self.changed) and not cache.recent(self.key["stats"]):
+            modules = dict(list({**self.modules, **added}.items())[-KEPT:])
             cache.write_data(self.path, {"format": FORMAT, "key": self.key, "modules": modules})
 
 
