@@ -60,7 +60,9 @@ def build_app(config: Path | None = None, only: str | None = None) -> typer.Type
     of SINGLE_COMMANDS, the root and that command alone (what ``vscen NAME ...`` parses:
     Typer builds every command it is given, and start-up time counts)."""
     pm, reg = loaded(config)
-    app = typer.Typer(no_args_is_help=True, add_completion=True, help=HELP,
+    # --install-completion and --show-completion are the root's own: they come before any
+    # command, so a command line that starts with one (*only*) has no use for them
+    app = typer.Typer(no_args_is_help=True, add_completion=only is None, help=HELP,
                       pretty_exceptions_enable=False, rich_markup_mode=None)
     app.callback()(_root)
     groups = None
