@@ -220,21 +220,25 @@ def _machines(caps, arch: str) -> tuple[Machine, ...]:
     return tuple(found[n] for n in sorted(found, key=_natural))
 
 
-def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
+def parse(caps_xml, domcaps_xml, source: str,
           free_pages: dict[int, dict[int, int]] | None = None, *,
           libvirt_version: str = "", hypervisor_version: str = "",
           local: LocalFacts | None = None) -> HostFacts:
-    """Facts from libvirt's capabilities and domain capabilities (either may be missing),
-    plus what the caller read elsewhere: free huge pages, versions, local facts."""
+    """Facts from libvirt's capabilities and domain capabilities (either may be missing: the
+    XML text, or a parsed element), plus what the caller read elsewhere: free huge pages,
+    versions, local facts."""
     from lxml import etree
+
+    def element(xml):
+        return etree.fromstring(xml.encode()) if isinstance(xml, str) else xml
 
     kw: dict = {"source": source, "libvirt_version": libvirt_version,
                 "hypervisor_version": hypervisor_version, "local": local}
     caps = None
     enums: dict[str, frozenset[str]] = {}
     supported: set[str] = set()
-    if caps_xml:
-        caps = etree.fromstring(caps_xml.encode())
+    if caps_xml is not None and caps_xml != "":
+        caps = element(caps_xml)
         cpu = caps.find("host/cpu")
         kw.update(has_caps=True, arch=cpu.findtext("arch", "x86_64"),
                   cpu_vendor=cpu.findtext("vendor", ""), cpu_model=cpu.findtext("model", ""))
@@ -256,8 +260,8 @@ def parse(caps_xml: str | None, domcaps_xml: str | None, source: str,
         kw["iommu"] = caps.find("host/iommu[@support='yes']") is not None
         kvm = any(d.get("type") == "kvm" for d in caps.iterfind("guest/arch/domain"))
         kw["domain_type"] = "kvm" if kvm else "qemu"
-    if domcaps_xml:
-        dc = etree.fromstring(domcaps_xml.encode())
+    if domcaps_xml is not None and domcaps_xml != "":
+        dc = element(domcaps_xml)
         if dc.tag != "domainCapabilities":
             raise UsageError(f"host facts from {source}: expected <domainCapabilities>, got <{dc.tag}>")
         kw.update(has_domcaps=True, arch=dc.findtext("arch", kw.get("arch", "x86_64")),
@@ -364,8 +368,6 @@ def host_facts_from_xml(documents: list[str], source: str) -> HostFacts:
 def _from_roots(roots: list, source: str, what: str) -> HostFacts:
     """Facts from parsed documents: *roots* as (label for messages, root element); *what*
     names them all in messages."""
-    from lxml import etree
-
     caps = domcaps = free_pages = local = None
     extra: dict[str, str] = {}
     plugin_facts: dict[str, Any] = {}
@@ -379,9 +381,9 @@ def _from_roots(roots: list, source: str, what: str) -> HostFacts:
         parts = [p for p in root if isinstance(p.tag, str)] if root.tag == "hostFacts" else [root]
         for part in parts:
             if part.tag == "capabilities":
-                caps = etree.tostring(part, encoding="unicode")
+                caps = part
             elif part.tag == "domainCapabilities":
-                domcaps = etree.tostring(part, encoding="unicode")
+                domcaps = part
             elif part.tag == "freePages" and root.tag == "hostFacts":
                 free_pages = {_int(c.get("id")): {_int(p.get("size")): _int(p.text) for p in c.iterfind("pages")}
                               for c in part.iterfind("cell")}
