@@ -91,6 +91,29 @@ def write_dist(root: Path, dist: str, version: str, entry: str, module: str, cod
     return root
 
 
+#: a plugin that says it is static (vscen.regcache), as a third party writes one: a feature
+#: that writes {text} as the description, and the scenario {name}-box of it alone
+STATIC_PLUGIN = '''
+from vscen import Feature, Scenario, hookimpl
+
+VSCEN_STATIC = True
+
+
+def apply(domain, ctx):
+    domain.ensure("description").text("{text}")
+
+
+@hookimpl
+def vscen_register_features(register):
+    register(Feature(name="{name}", summary="a feature from the cache tests", apply=apply))
+
+
+@hookimpl
+def vscen_register_scenarios(register):
+    register(Scenario(name="{name}-box", summary="a scenario from the cache tests", features=("{name}",)))
+'''
+
+
 #: a plugin module for the CLI tests: scenarios that work, clash, or fail in apply
 DEMO_PLUGIN = '''
 from vscen import Conflict, Feature, Scenario, hookimpl

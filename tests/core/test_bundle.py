@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from coresupport import cli_env, write_dist
+from coresupport import STATIC_PLUGIN, cli_env, write_dist
 
 from vscen import cache
 
@@ -35,25 +35,6 @@ from vscen.cli import entry
 entry()
 """
 
-PLUGIN = '''
-from vscen import Feature, Scenario, hookimpl
-
-VSCEN_STATIC = True
-
-
-def apply(domain, ctx):
-    domain.ensure("description").text("{text}")
-
-
-@hookimpl
-def vscen_register_features(register):
-    register(Feature(name="bundled", summary="a feature from the bundle test", apply=apply))
-
-
-@hookimpl
-def vscen_register_scenarios(register):
-    register(Scenario(name="bundled-box", summary="a scenario from the bundle test", features=("bundled",)))
-'''
 
 
 def _past(*paths) -> None:
@@ -98,7 +79,8 @@ def test_the_program_serves_the_modules_of_a_command_from_one_file(tmp_path):
 
 
 def test_an_edited_module_is_imported_from_its_source(tmp_path):
-    site = write_dist(tmp_path / "site", "vscen-bundled", "1.0", "bundled", "vscen_bundled", PLUGIN.format(text="one"))
+    site = write_dist(tmp_path / "site", "vscen-bundled", "1.0", "bundled", "vscen_bundled",
+                      STATIC_PLUGIN.format(name="bundled", text="one"))
     module = site / "vscen_bundled" / "__init__.py"
     _past(module, module.parent, site)
     work = _workdir(tmp_path)
@@ -108,7 +90,7 @@ def test_an_edited_module_is_imported_from_its_source(tmp_path):
         out, served = _program(args, env, work)
     out, served = _program(args, env, work)
     assert "<description>one</description>" in out and "vscen_bundled" in served
-    module.write_text(PLUGIN.format(text="two"))  # an editable install, edited
+    module.write_text(STATIC_PLUGIN.format(name="bundled", text="two"))  # an editable install, edited
     _past(module)
     out, served = _program(args, env, work)  # its registrations are read anew too: nothing kept
     assert "<description>two</description>" in out and "vscen_bundled" not in served

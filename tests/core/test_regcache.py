@@ -13,25 +13,10 @@ import sys
 from dataclasses import fields
 
 import pytest
-from coresupport import builtin_plugin_names, cli_env, vscen, write_dist
+from coresupport import STATIC_PLUGIN, builtin_plugin_names, cli_env, vscen, write_dist
 
 from vscen import cache, regcache
 from vscen.registry import KINDS, load
-
-STATIC_PLUGIN = '''
-from vscen import Feature, hookimpl
-
-VSCEN_STATIC = True
-
-
-def apply(domain, ctx):
-    domain.ensure("description").text("{text}")
-
-
-@hookimpl
-def vscen_register_features(register):
-    register(Feature(name="{name}", summary="a feature from the cache test", apply=apply))
-'''
 
 
 def _registrations(root) -> dict:
