@@ -44,7 +44,8 @@ class Resolution:
         return name in self.why
 
     def validators(self) -> list[str]:
-        """Host validators named by the resolved items, in order, once each."""
+        """Validators named by the resolved items, in order, once each: host validators, and
+        the domain validators that run only where an item naming them is chosen."""
         return list(dict.fromkeys(v for i in self.items for v in i.validators))
 
     def host_actions(self) -> list[str]:

@@ -428,3 +428,11 @@ def test_snapshot_of_qemu_system_round_trips(tmp_path):
         for name in moving:
             d["facts"].pop(name)
     assert recorded == shown
+
+
+def test_host_check_runs_and_lists_host_checks_only():
+    # easy-migration names two domain checks beside its host check: those wait for the XML
+    proc = vscen("host", "check", "easy-migration", "--json", *files_args("tcg"), env=builtins_env())
+    data = json.loads(proc.stdout)
+    assert data["validators"] == ["live-migration"], proc.stderr
+    assert {c["validator"] for c in data["checks"]} == {"live-migration"}

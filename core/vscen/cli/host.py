@@ -356,7 +356,7 @@ def check(
         typer.echo(json.dumps({
             "connection": connection.uri, "host": facts.source, "scenarios": [s.name for s in resolution.scenarios],
             "features": [{"name": f.name, "why": resolution.why[f.name]} for f in resolution.features],
-            "validators": resolution.validators(), "ready": not failed,
+            "validators": [n for n in resolution.validators() if reg.validators[n].kind == "host"], "ready": not failed,
             "checks": [{"validator": c.validator, "status": c.status, "message": c.message, "fix": c.fix}
                        for c in checks]}, indent=2))
     else:
