@@ -21,10 +21,10 @@ import atexit, json, sys
 
 
 def served():
-    from vscen.cli.bundle import Bundle
+    from vscen.cli.bundle import BundledLoader
 
     names = [n for n, m in sys.modules.items()
-             if isinstance(getattr(getattr(m, "__spec__", None), "loader", None), Bundle)]
+             if isinstance(getattr(getattr(m, "__spec__", None), "loader", None), BundledLoader)]
     print(json.dumps(sorted(names)), file=sys.stderr)
 
 
@@ -97,3 +97,19 @@ def test_an_edited_module_is_imported_from_its_source(tmp_path):
     _program(args, env, work)  # kept anew, with its new code
     out, served = _program(args, env, work)
     assert "<description>two</description>" in out and "vscen_bundled" in served
+
+
+def test_a_served_package_reads_its_resources_as_python_gives_them(tmp_path):
+    # the loader of a served module is Python's source loader: importlib.resources, get_data...
+    code = STATIC_PLUGIN.format(name="bundled", text="-").replace(
+        'domain.ensure("description").text("-")',
+        'from importlib.resources import files\n\n'
+        '    domain.ensure("description").text(files(__name__).joinpath("note.txt").read_text().strip())')
+    site = write_dist(tmp_path / "site", "vscen-bundled", "1.0", "bundled", "vscen_bundled", code)
+    (site / "vscen_bundled" / "note.txt").write_text("from a resource\n")
+    _past(*(site / "vscen_bundled").iterdir(), site / "vscen_bundled", site)
+    work = _workdir(tmp_path)
+    env = cli_env(site, LIBVIRT_DEFAULT_URI="test:///default")
+    for _ in range(3):
+        out, served = _program(["run", "bundled-box", "--dry-run", "--disk", "none"], env, work)
+    assert "vscen_bundled" in served and "<description>from a resource</description>" in out

@@ -16,7 +16,8 @@ work costs about a fifth of what the modules themselves do. The command line (th
   same (a module installed in front of another would change one of them), as the entry points'
   cache (``vscen.plugincache``);
 - a module is the same as Python makes it (``__file__``, ``__spec__.origin``, ``__path__``),
-  only its loader differs.
+  and so is its loader: Python's source loader (resources, ``get_data``, ``get_source``...),
+  given the code it would have read.
 
 ``VSCEN_NO_CACHE=1`` turns it off, as every cache.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.machinery import ModuleSpec
+from importlib.machinery import ModuleSpec, SourceFileLoader
 
 from vscen import cache
 
@@ -34,9 +35,24 @@ FORMAT = 1
 KEPT = 400
 
 
+class BundledLoader(SourceFileLoader):
+    """Python's source loader for one module of the bundle, which starts from the code kept
+    there (reloaded, the module is read from its source again)."""
+
+    def __init__(self, fullname: str, path: str, code):
+        super().__init__(fullname, path)
+        self.code = code
+
+    def get_code(self, fullname):
+        if fullname == self.name and self.code is not None:
+            code, self.code = self.code, None
+            return code
+        return super().get_code(fullname)
+
+
 class Bundle:
-    """A finder and loader (``sys.meta_path``) of the modules in one bundle file: name ->
-    [origin, is a package, identity of the origin, code]."""
+    """A finder (``sys.meta_path``) of the modules in one bundle file: name -> [origin, is a
+    package, identity of the origin, code]."""
 
     def __init__(self, path, modules: dict, key: dict):
         self.path, self.modules, self.key = path, modules, key
@@ -47,30 +63,22 @@ class Bundle:
         entry = self.modules.get(name)
         if entry is None:
             return None
-        origin, package, identity, _code = entry
+        origin, package, identity, code = entry
         if cache.stat(origin) != identity:
             del self.modules[name]
             self.changed = True
             return None
-        spec = ModuleSpec(name, self, origin=origin, is_package=package)
+        spec = ModuleSpec(name, BundledLoader(name, origin, code), origin=origin, is_package=package)
         spec.has_location = True
         if package:
             spec.submodule_search_locations = [os.path.dirname(origin)]
         return spec
-
-    def create_module(self, spec):
-        return None  # the default module
-
-    def exec_module(self, module) -> None:
-        exec(self.modules[module.__name__][3], module.__dict__)
 
     def save(self) -> None:
         """Keep the modules this process imported with Python's source loader beside the
         others, where there are any (or where one was dropped); nothing where it imported the
         plugins to register them (the first run, or one after an installation: ``vscen.regcache``),
         which a run of its command does not."""
-        from importlib.machinery import SourceFileLoader
-
         if getattr(sys.modules.get("vscen.regcache"), "imported_to_register", False):
             return
         scope = _scope()
@@ -79,7 +87,7 @@ class Bundle:
             spec = getattr(module, "__spec__", None)
             loader = getattr(spec, "loader", None)
             if (name in self.modules or name in self.before or name.partition(".")[0] not in scope
-                    or not isinstance(loader, SourceFileLoader)):
+                    or type(loader) is not SourceFileLoader):
                 continue
             identity = cache.stat(spec.origin)
             if identity is None or cache.recent([identity]):
