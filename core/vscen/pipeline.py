@@ -82,7 +82,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     from vscen.context import Context
     from vscen.domain.build import build
     from vscen.resolve import resolve
-    from vscen.validate import Support, check_schema, domain_validators, run_domain_validators
+    from vscen.validate import Support, check_schema, domain_validators, host_validators, run_domain_validators
 
     if not request.scenarios and not request.add:
         raise UsageError("scenario: give at least one scenario (see 'vscen list scenarios')")
@@ -112,7 +112,7 @@ def render(request: Request, keep_connection: bool = True) -> Result:
     if settings.virt_type is None and not facts.kvm:
         ctx.note(f"{facts.source} offers no KVM: domain type qemu (TCG, much slower)")
 
-    checks = run_host_validators(ctx, reg, resolution.validators())
+    checks = run_host_validators(ctx, reg, host_validators(reg, resolution))
     fails = [c for c in checks if c.status == "fail"]
     preparing = _preparing(ctx, reg, resolution, fails)
     if preparing:
@@ -157,13 +157,13 @@ def render(request: Request, keep_connection: bool = True) -> Result:
 def _owners(domain, customised):
     """Who set an element (XPath -> plugin, or the user's --set), for error messages: read
     from the model only where a message needs it."""
-    owners: dict[str, str] = {}
+    owners = None
 
     def owner_of(path: str) -> str:
-        if not owners:
-            owners.update((p, who) for p, value, who in domain.explain() if not value)
+        nonlocal owners
+        if owners is None:
+            owners = {p: who for p, value, who in domain.explain() if not value}
             owners.update((p.rsplit("/@", 1)[0], domain.USER) for p, _value in customised)
-            owners.setdefault("", "")  # read, even where nobody set anything
         return owners.get(path, "")
 
     return owner_of
@@ -224,8 +224,6 @@ def run_host_validators(ctx, reg, names: list[str]) -> list:
     checks = []
     for name in names:
         v = reg.validators[name]
-        if v.kind != "host":
-            continue  # a domain validator a chosen item names: it runs on the result
         if v.local_only and ctx.uri and not _is_local(ctx.uri):
             checks.append(Check("skip", f"{v.summary}: skipped, it reads local files and "
                                 f"{ctx.uri} is remote", validator=name))

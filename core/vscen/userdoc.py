@@ -189,12 +189,11 @@ def _checks(reg, validators: dict, actions: dict) -> str:
     out = ["| host check | what it checks |", "|---|---|"]
     out += [f"| `{n}` | {_cell(v.summary)}{' (local host only)' if v.local_only else ''} |"
             for n, v in validators.items() if v.kind == "host"]
-    named: dict[str, list[str]] = {}
-    for item in (*reg.features.values(), *reg.scenarios.values()):
-        for name in item.validators:
-            named.setdefault(name, []).append(f"`{item.name}`")
+    from vscen.validate import validators_named
+
+    named = validators_named(reg)
     out += ["", "| domain check (every guest, or only with the items named) | what it checks |", "|---|---|"]
-    out += [f"| `{n}` | {_cell(v.summary)}{' (only with ' + ', '.join(named[n]) + ')' if n in named else ''} |"
+    out += [f"| `{n}` | {_cell(v.summary)}{' (only with ' + _names(named[n]) + ')' if n in named else ''} |"
             for n, v in validators.items() if v.kind == "domain"]
     out += ["", "| host action | what it prepares |", "|---|---|"]
     out += [f"| `{n}` | {_cell(a.summary)}{': ' + _cell(a.details) if a.details else ''} |" for n, a in actions.items()]

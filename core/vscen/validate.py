@@ -208,11 +208,24 @@ def check_schema(xml_text: str, owner_of=None) -> None:
     cache.remember_valid(SCHEMA_DIR, xml_text)
 
 
+def validators_named(reg) -> dict[str, list[str]]:
+    """Validator name -> the features and scenarios that name it in their ``validators``."""
+    named: dict[str, list[str]] = {}
+    for item in (*reg.features.values(), *reg.scenarios.values()):
+        for name in item.validators:
+            named.setdefault(name, []).append(item.name)
+    return named
+
+
+def host_validators(reg, resolution) -> list[str]:
+    """The host validators the items of *resolution* name, in order: run before the build."""
+    return [name for name in resolution.validators() if reg.validators[name].kind == "host"]
+
+
 def domain_validators(reg, resolution) -> list:
     """The domain validators to run on a result of *resolution*: those that no feature or
     scenario names in its ``validators``, and those that a chosen one names."""
-    named = {name for item in (*reg.features.values(), *reg.scenarios.values()) for name in item.validators}
-    chosen = set(resolution.validators())
+    named, chosen = validators_named(reg), set(resolution.validators())
     return [v for v in reg.validators.values() if v.kind == "domain" and (v.name not in named or v.name in chosen)]
 
 

@@ -247,10 +247,10 @@ def test_peers_given_to_a_scenario_that_ignores_them_are_noted():
 # -- domain checks ----------------------------------------------------------------------------
 
 
-def domain_ctx(xml: str, local=None, has=("easy-migration",)):
+def domain_ctx(xml: str, local=None):
     settings, _ = build_settings([], [("default", {"name": "t"})])
     facts = replace(host_facts("amd-sev"), local=local)
-    return Context(settings=settings, host=facts, resolution=Resolution(why={n: "chosen" for n in has}),
+    return Context(settings=settings, host=facts, resolution=Resolution(),
                    support=LIBVIRT_9, xml=etree.fromstring(xml.encode()))
 
 

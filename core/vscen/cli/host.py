@@ -318,7 +318,7 @@ def check(
     from vscen.context import Context
     from vscen.errors import HostError, RulesError, UsageError, raise_all
     from vscen.resolve import resolve
-    from vscen.validate import Support
+    from vscen.validate import Support, host_validators
 
     scenarios = list(scenarios or [])
     add, remove = split_features(feature or [])
@@ -347,7 +347,8 @@ def check(
         ctx = Context(settings=settings, host=facts, resolution=resolution,
                       support=Support.installed(), registry=reg, uri=connection.uri,
                       connection=connection)
-        checks = pipeline.run_host_validators(ctx, reg, resolution.validators())
+        host_checks = host_validators(reg, resolution)
+        checks = pipeline.run_host_validators(ctx, reg, host_checks)
     finally:
         connection.close()
     names = [s.name for s in resolution.scenarios] + [f"+{n}" for n in add]
@@ -356,7 +357,7 @@ def check(
         typer.echo(json.dumps({
             "connection": connection.uri, "host": facts.source, "scenarios": [s.name for s in resolution.scenarios],
             "features": [{"name": f.name, "why": resolution.why[f.name]} for f in resolution.features],
-            "validators": [n for n in resolution.validators() if reg.validators[n].kind == "host"], "ready": not failed,
+            "validators": host_checks, "ready": not failed,
             "checks": [{"validator": c.validator, "status": c.status, "message": c.message, "fix": c.fix}
                        for c in checks]}, indent=2))
     else:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vscen.cpulist import MAX_CPU, format_cpulist, parse_cpulist  # noqa: F401 (MAX_CPU: as before, also here)
+from vscen.cpulist import format_cpulist, parse_cpulist
 
 #: the root every path below is read from (tests point it at a fake tree)
 SYSFS_ROOT = Path("/")
