@@ -174,12 +174,12 @@ CORE_COMMANDS = frozenset({"run", "destroy", "status", "list", "plugins", "rules
 
 def _bad_declaration(obj) -> str:
     """What is wrong with one declaration on its own (settings: a valid, free name)."""
-    import re
+    from vscen.chars import DIGITS, LOWER, spelled
 
     if isinstance(obj, Setting):
         from vscen.settings import CORE_KEYS
 
-        if not re.fullmatch(r"(disk\.)?[a-z][a-z0-9_]{0,39}", obj.name):
+        if not isinstance(obj.name, str) or not spelled(obj.name.removeprefix("disk."), LOWER, LOWER | DIGITS | {"_"}, 40):
             return f"setting '{obj.name}': a name is lower-case letters, digits and '_' (disk keys: 'disk.NAME')"
         if obj.name in CORE_KEYS or obj.cli_option in ("--" + k.replace("_", "-") for k in CORE_KEYS):
             return f"setting '{obj.name}' ({obj.cli_option}) is one of vscen's own settings"
@@ -188,7 +188,7 @@ def _bad_declaration(obj) -> str:
     if isinstance(obj, Command):
         if obj.name in CORE_COMMANDS:
             return f"command '{obj.name}' is one of vscen's own commands"
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", obj.name):
+        if not spelled(obj.name, LOWER, LOWER | DIGITS | {"-"}, 40):
             return f"command '{obj.name}': a name is lower-case letters, digits and '-'"
     return ""
 

@@ -9,11 +9,11 @@ error naming the field, the value and what is allowed, before anything is built.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vscen.chars import ALNUM, DIGITS, LOWER, UPPER, spelled
 from vscen.config import flatten
 from vscen.declared import check_declared, derive_declared, parse_declared
 from vscen.errors import UsageError, shown
@@ -27,7 +27,12 @@ _UNITS = {
     "mb": 1000**2, "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "t": 1024**4, "tib": 1024**4,
     "tb": 1000**4,
 }
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_LETTERS = "".join(sorted(LOWER | UPPER))
+#: what a guest's name may hold besides ASCII letters and digits (it starts with one of those)
+NAME_MARKS = frozenset("_.+-")
+#: a libvirt network's or a bridge's name; a NIC model's
+NETWORK_CHARS = ALNUM | frozenset("_.:-")
+MODEL_CHARS = LOWER | DIGITS | {"-"}
 CHOICES = {
     "arch": ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "riscv64"),
     "virt_type": ("kvm", "qemu"),
@@ -69,21 +74,24 @@ BUILTIN: dict[str, Any] = {
 def parse_size(field_name: str, value, default_unit: str = "") -> int:
     """Bytes from '4GiB', '512M', '20G', '1024' (MiB, as virt-install)."""
     text = str(value).strip()
-    m = re.fullmatch(r"(\d{1,20}(?:\.\d{1,20})?)\s*([A-Za-z]{0,3})", text)
-    unit = (m.group(2) if m else "").lower() or default_unit
-    if not m or unit not in _UNITS:
+    number = text.rstrip(_LETTERS)
+    letters = text[len(number):]
+    whole, dot, fraction = number.rstrip().partition(".")
+    unit = letters.lower() or default_unit
+    if (unit not in _UNITS or not spelled(whole, DIGITS, DIGITS, 20)
+            or (dot and not spelled(fraction, DIGITS, DIGITS, 20))):
         raise UsageError(
             f"{field_name}: '{value}' is not a size; give a number with a unit such as "
             "512MiB, 4GiB, 20G (K, M, G, T are binary; KB, MB, GB, TB decimal)"
         )
-    size = int(float(m.group(1)) * _UNITS[unit])
+    size = int(float(f"{whole}{dot}{fraction}") * _UNITS[unit])
     if size <= 0:
         raise UsageError(f"{field_name}: '{value}' must be greater than zero")
     return size
 
 
 def check_name(value: str) -> str:
-    if not NAME_RE.fullmatch(str(value)) or ".." in str(value):
+    if not spelled(str(value), ALNUM, ALNUM | NAME_MARKS, 64) or ".." in str(value):
         raise UsageError(
             f"name: '{value}' is not allowed; use 1-64 letters, digits, '.', '_', '+' or '-', "
             "starting with a letter or digit (no '/', '..', spaces or XML characters)"
@@ -198,13 +206,15 @@ def _extra(obj, name: str, what: str):
 
 #: what no setting may hold: control characters, and lone surrogates (what Python makes of a
 #: command line's bytes that are not UTF-8)
-_NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+def _not_text(text: str) -> bool:
+    return not text.isprintable() and any(
+        (c < " " and c != "\t") or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in text)
 
 
 def _check_text(key: str, value: Any) -> None:
     """A UsageError where a string of *value* (or of its list) is not plain text."""
     for item in value if isinstance(value, (list, tuple)) else (value,):
-        if isinstance(item, str) and _NOT_TEXT.search(item):
+        if isinstance(item, str) and _not_text(item):
             raise UsageError(f"{key}: {item!r:.80} holds characters that are not text (control characters, "
                              "or bytes that are not UTF-8)")
 
@@ -266,12 +276,12 @@ def parse_network(value: str) -> Network:
     parts = dict(p.partition("=")[::2] for p in text.split(","))
     model = parts.pop("model", "virtio") or "virtio"
     kinds = [k for k in parts if k in ("network", "bridge")]
-    if len(kinds) != 1 or len(parts) != 1 or not re.fullmatch(r"[A-Za-z0-9_.:-]+", parts[kinds[0]] or ""):
+    if len(kinds) != 1 or len(parts) != 1 or not spelled(parts[kinds[0]], NETWORK_CHARS, NETWORK_CHARS):
         raise UsageError(
             f"network: '{value}' is not one of network=NAME, bridge=NAME, user, none "
             "(optionally ,model=MODEL)"
         )
-    if not re.fullmatch(r"[a-z0-9-]+", model):
+    if not spelled(model, MODEL_CHARS, MODEL_CHARS):
         raise UsageError(f"network: model '{model}' is not a device model name")
     return Network(kinds[0], parts[kinds[0]], model)
 
@@ -349,7 +359,7 @@ def build_settings(
         if values.get(key) is not None:
             check_choice(key, values[key])
     machine = values.get("machine")
-    if machine is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(machine)):
+    if machine is not None and not spelled(str(machine), ALNUM, ALNUM | {".", "_", "-"}):
         raise UsageError(f"machine: '{machine}' is not a machine type name (q35, pc, virt, pc-q35-8.2...)")
     disk_list: list[Disk] = []
     notes: list[str] = []

@@ -8,11 +8,12 @@ to the launch-security plugin, which owns the launch-security types.
 
 from __future__ import annotations
 
-import re
-
 from vscen import Check, Validator, hookimpl
 
-VIRTIO_MODEL = re.compile(r"^virtio(-.*)?$")
+
+def virtio_model(model: str) -> bool:
+    """``virtio`` and its variants (``virtio-transitional``, ``virtio-non-transitional``)."""
+    return model == "virtio" or model.startswith("virtio-")
 
 
 def path(el) -> str:
@@ -28,15 +29,15 @@ def is_virtio(el) -> bool:
     if tag == "disk":
         return el.find("target[@bus='virtio']") is not None
     if tag == "interface":
-        return model is not None and bool(VIRTIO_MODEL.match(model.get("type", "")))
+        return model is not None and virtio_model(model.get("type", ""))
     if tag == "video":
         return model is not None and model.get("type") == "virtio"
     if tag in ("memballoon", "rng", "vsock"):
-        return bool(VIRTIO_MODEL.match(el.get("model", "")))
+        return virtio_model(el.get("model", ""))
     if tag == "input":
         return el.get("bus") == "virtio"
     if tag == "controller":  # virtio-serial, virtio-scsi
-        return el.get("type") == "virtio-serial" or bool(VIRTIO_MODEL.match(el.get("model", "")))
+        return el.get("type") == "virtio-serial" or virtio_model(el.get("model", ""))
     return tag == "filesystem"  # virtiofs and 9p are both virtio transports
 
 

@@ -4,7 +4,6 @@ or a new ``dir`` pool ``vscen-<directory>``), the step that defines one, and tak
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,8 @@ def list_pools(conn) -> list[Pool]:
 
 def pool_name(directory: str, pools: list[Pool]) -> str:
     """``vscen-`` + the directory, sanitised; a hash suffix where that name is taken."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", directory.strip("/")).strip("-.") or "root"
+    kept = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "/" for c in directory)
+    base = "-".join(filter(None, kept.split("/"))).strip("-.") or "root"
     name = f"vscen-{base}"
     if len(name) > 64 or any(p.name == name for p in pools):
         import hashlib  # here: it loads OpenSSL, which most runs have no use for

@@ -54,10 +54,28 @@ def _silence(libvirt) -> None:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+def _import_libvirt():
+    """libvirt-python, its C library bound lazily: Python loads extensions with RTLD_NOW, which
+    resolves every function of libvirt and of the fifty libraries it needs before the first
+    call (a sixth of the cost of importing it); a command calls a few dozen of them."""
+    import sys
+
+    if "libvirt" in sys.modules or not hasattr(os, "RTLD_LAZY"):
+        import libvirt
+
+        return libvirt
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags((flags & ~os.RTLD_NOW) | os.RTLD_LAZY)
+    try:
+        import libvirt
+    finally:
+        sys.setdlopenflags(flags)
+    return libvirt
+
+
 def open_connection(uri: str | None) -> Connection:
     """Open *uri*; with no explicit URI, fall back to the embedded driver when unreachable."""
-    import libvirt
-
+    libvirt = _import_libvirt()
     _silence(libvirt)
     explicit = uri or os.environ.get("LIBVIRT_DEFAULT_URI")
     target = explicit or DEFAULT_URI

@@ -204,9 +204,9 @@ def _cores(cell) -> tuple[tuple[int, ...], ...]:
 
 def _natural(name: str) -> list:
     """Sort key putting pc-q35-2.10 after pc-q35-2.9."""
-    import re
+    from vscen.chars import DIGITS, runs
 
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+    return [(0, int(part), "") if part[0] in DIGITS else (1, 0, part) for part in runs(name, DIGITS)]
 
 
 def _machines(caps, arch: str) -> tuple[Machine, ...]:
