@@ -8,7 +8,7 @@ them all off. Files are written atomically (a temporary file, then renamed).
 - ``entry-points-*.marshal``: the plugins' entry points (``vscen.plugincache``);
 - ``registrations-*.marshal``: what the static plugins registered, so that a plugin is
   imported only when one of its functions is called (``vscen.regcache``);
-- ``dataclass-code-*.marshal``: the code ``dataclasses`` generates (``vscen.cli.codecache``);
+- ``dataclass-code-*.marshal``: the code ``dataclasses`` generates, per command (``vscen.cli.codecache``);
 - ``modules-*.marshal``: the code of the modules of vscen and its plugins a command imports,
   one file per command (``vscen.cli.bundle``);
 - ``schema.marshal``: what libvirt's RelaxNG schema gave for the installed schema files (read

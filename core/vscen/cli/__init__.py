@@ -69,7 +69,8 @@ def build_app(config: Path | None = None, only: str | None = None) -> typer.Type
     if only in (None, "run"):
         from vscen.cli import run
 
-        app.command(no_args_is_help=True)(run.command(reg))
+        function, cls = run.command(reg)
+        app.command(no_args_is_help=True, cls=cls)(function)
     if only in (None, "destroy", "status"):
         from vscen.cli import guests
 
@@ -184,11 +185,11 @@ def main() -> None:
     STATE["debug"] = "--debug" in sys.argv[1:]  # before the plugins load: their errors too
     from vscen.cli import codecache
 
-    codecache.install()  # before the plugins and the pipeline define their dataclasses
+    argv = sys.argv[1:]
+    command = _command_of(argv)
+    codecache.install(command)  # before the plugins and the pipeline define their dataclasses
     try:
         # standalone: Typer reports usage errors itself (exit 2); our errors propagate here
-        argv = sys.argv[1:]
-        command = _command_of(argv)
         build_app(_config_of(argv), only=command if command in SINGLE_COMMANDS else None)()
     except VscenError as exc:
         if STATE["debug"]:

@@ -110,19 +110,23 @@ def _scope() -> set[str]:
     return {"vscen"} | {ep.value.partition(":")[0].partition(".")[0].strip() for ep in entry_points(GROUP)}
 
 
+def ident(command: str | None) -> str:
+    """What names the cache files of *command* run by this interpreter with this ``sys.path``."""
+    import zlib
+
+    return f"{zlib.crc32(repr((FORMAT, command, sys.version, sys.executable, sys.path)).encode()):08x}"
+
+
 def install(command: str | None) -> Bundle | None:
     """Import the modules of *command*'s bundle from it from now on (first on
     ``sys.meta_path``), and keep what the command imports at exit; None where the caches are
     off or the entry points' cache cannot vouch for ``sys.path``."""
-    import zlib
-
     from vscen import plugincache
 
     if not plugincache._usable():
         return None
     key = plugincache._key()
-    ident = repr((FORMAT, command, sys.version, sys.executable, sys.path))
-    path = cache.cache_dir() / f"modules-{zlib.crc32(ident.encode()):08x}.marshal"
+    path = cache.cache_dir() / f"modules-{ident(command)}.marshal"
     data = cache.read_data(path)
     modules = {}
     if isinstance(data, dict) and data.get("format") == FORMAT and data.get("key") == key:

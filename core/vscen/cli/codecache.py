@@ -5,8 +5,10 @@ source and compiles anew for every class in every process (``__init__``, ``__eq_
 ``__repr__``, ...): for the few dozen dataclasses a ``vscen`` command defines, that parsing
 and compiling is about a quarter of its start-up. The command line (an application, not the
 library) keeps the code objects compiled from each exact source text in
-``$XDG_CACHE_HOME/vscen/dataclass-code-<magic>.marshal``: the same text compiles to the same
-code, so nothing changes but the time. Installed only where ``dataclasses`` has the one
+``$XDG_CACHE_HOME/vscen/dataclass-code-<magic>-<id>.marshal``, one file per command,
+interpreter and ``sys.path`` as the modules' bundle (``vscen.cli.bundle``), so that a command
+reads the code of its own classes only: the same text compiles to the same code, so nothing
+changes but the time. Installed only where ``dataclasses`` has the one
 function it replaces, as it is written in CPython 3.10 and 3.11; elsewhere, and
 with ``VSCEN_NO_CACHE=1``, nothing is done.
 """
@@ -17,23 +19,25 @@ import dataclasses
 import sys
 
 #: source texts kept at most (the commands' dataclasses are well under this)
-KEPT = 4000
+KEPT = 2000
 
 _CODE: dict = {}
 _NEW: dict = {}
 _ARGS = ("name", "args", "body", "globals", "locals", "return_type")
 
 
-def _path():
+def _path(command: str | None):
     import importlib.util
 
     from vscen.cache import cache_dir
+    from vscen.cli.bundle import ident
 
-    return cache_dir() / f"dataclass-code-{importlib.util.MAGIC_NUMBER.hex()}.marshal"
+    return cache_dir() / f"dataclass-code-{importlib.util.MAGIC_NUMBER.hex()}-{ident(command)}.marshal"
 
 
-def install() -> bool:
-    """Serve dataclasses' generated code from the cache; False where it cannot be done."""
+def install(command: str | None = None) -> bool:
+    """Serve dataclasses' generated code from the cache of *command* (the first word of the
+    command line); False where it cannot be done."""
     from vscen import cache
 
     original = getattr(dataclasses, "_create_fn", None)
@@ -42,13 +46,14 @@ def install() -> bool:
             or "->_return_type" not in code.co_consts or getattr(original, "_vscen_cached", False)
             or not cache.enabled()):
         return False
-    loaded = cache.read_data(_path())  # None where absent, unreadable or corrupt: compile as Python does
+    path = _path(command)
+    loaded = cache.read_data(path)  # None where absent, unreadable or corrupt: compile as Python does
     if isinstance(loaded, dict):
         _CODE.update((k, v) for k, v in loaded.items() if isinstance(k, str) and type(v) is type(code))
     dataclasses._create_fn = _create_fn
     import atexit
 
-    atexit.register(_save)
+    atexit.register(_save, path)
     return True
 
 
@@ -76,9 +81,9 @@ def _create_fn(name, args, body, *, globals=None, locals=None, return_type=datac
 _create_fn._vscen_cached = True
 
 
-def _save() -> None:
+def _save(path) -> None:
     if not _NEW:
         return
     from vscen.cache import write_data
 
-    write_data(_path(), dict(list(_CODE.items())[-KEPT:]))
+    write_data(path, dict(list(_CODE.items())[-KEPT:]))

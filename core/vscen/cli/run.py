@@ -1,51 +1,95 @@
-"""``vscen run``: build, validate and define a guest; its options are the core's and those
-every loaded plugin declares (``vscen.Setting``), added to the command's signature at start-up.
+"""``vscen run``: build, validate and define a guest; its options are the core's (``OPTIONS``)
+and those every loaded plugin declares (``vscen.Setting``).
 
-No ``from __future__ import annotations`` here: the signature is rebuilt at run time, and
-Typer reads its annotations as objects.
+The options are data, made into the command's parameters by Typer's own ``get_click_param``
+(the types, flags, metavars and completion of a Typer command): Typer's ``@app.command``
+would read them back from a function's signature, copying each four times, at every
+start-up, which cost a ``vscen run`` more than the command's own work up to the host facts.
 """
 
-import inspect
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
 from vscen.cli.common import complete, err, loaded, named_host, setting_param, split_features
 
+#: the scenarios, then the core's options: (parameter, type, default, option names, keywords
+#: of ``typer.Option``); no names: ``--PARAMETER`` (``--NAME/--no-NAME`` for a flag)
+OPTIONS = (
+    ("name", str, None, (), {"help": "Guest name (default: the scenario names)."}),
+    ("memory", str, None, (), {"help": "Memory, e.g. 4GiB, 512MiB (a bare number is MiB)."}),
+    ("vcpu", str, None, (), {"help": "Number of virtual CPUs."}),
+    ("machine", str, None, (), {"help": "Machine type: q35, pc, virt, pc-q35-8.2..."}),
+    ("boot", str, None, (), {"help": "Boot devices in order: hd, cdrom, network (comma-separated)."}),
+    ("arch", str, None, (), {"help": "Guest architecture (default: the host's)."}),
+    ("virt_type", str, None, ("--virt-type",), {"help": "kvm or qemu (TCG); default: kvm where the host offers it."}),
+    ("firmware", str, None, (), {"help": "efi or bios."}),
+    ("disk", list[str], None, (), {"help": "Disk: path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native, "
+                                           "or 'none'. Repeatable."}),
+    ("cdrom", str, None, (), {"help": "ISO image to attach as a CD-ROM."}),
+    ("network", str, None, (), {"help": "network=NAME, bridge=NAME, user or none (,model=MODEL)."}),
+    ("graphics", str, None, (), {"help": "spice, vnc or none."}),
+    ("feature", list[str], None, ("--feature", "-f"), {
+        "help": "+NAME adds a feature, -NAME removes one. Repeatable.",
+        "autocompletion": lambda incomplete: complete("features", incomplete)}),
+    ("set_", list[str], None, ("--set",), {
+        "help": "Customise the finished XML: XPATH=VALUE (./devices/graphics/@type=vnc). Repeatable."}),
+    ("config", Path, None, (), {"help": "A TOML config file (above the user and system ones)."}),
+    ("host_facts", list[Path], None, ("--host-facts",), {
+        "help": "Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable."}),
+    ("connect", str, None, ("--connect", "-c"), {
+        "help": "libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system)."}),
+    ("host", str, None, ("--host",), {
+        "help": "A named host of the config files ([hosts.NAME]): its uri, and its recorded facts where it has "
+                "them (not with --connect or --host-facts).",
+        "autocompletion": lambda incomplete: complete("hosts", incomplete)}),
+    ("output", Path, None, (), {"help": "Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen)."}),
+    ("disk_size", str, None, ("--disk-size",), {"help": "Size of new disks, e.g. 40G."}),
+    ("transient", bool, False, ("--transient",), {
+        "help": "Start a transient guest: never defined, gone when it stops."}),
+    ("dry_run", bool, False, ("--dry-run",), {"help": "Print the XML and the plan; change nothing."}),
+    ("explain", bool, False, (), {"help": "Show which plugin set each element and value."}),
+    ("force", bool, False, (), {"help": "Replace what exists and differs: the output file, the domain, vscen's own "
+                                        "leftovers (never a disk)."}),
+    ("start", bool, False, (), {"help": "Start the guest once defined."}),
+    ("json_", bool, False, ("--json",), {"help": "Print the summary as JSON."}),
+    ("wait", float, 60.0, ("--wait",), {
+        "min": 0, "help": "Seconds to wait while another vscen changes the same guest (0: refuse at once as busy)."}),
+)
+SCENARIOS_HELP = "Scenarios to combine (see 'vscen list scenarios')."
+
 
 def run(
-    scenarios: Annotated[list[str], typer.Argument(help="Scenarios to combine (see 'vscen list scenarios').",
-                                                   autocompletion=lambda incomplete: complete("scenarios", incomplete))],
-    name: Annotated[Optional[str], typer.Option(help="Guest name (default: the scenario names).")] = None,
-    memory: Annotated[Optional[str], typer.Option(help="Memory, e.g. 4GiB, 512MiB (a bare number is MiB).")] = None,
-    vcpu: Annotated[Optional[str], typer.Option(help="Number of virtual CPUs.")] = None,
-    machine: Annotated[Optional[str], typer.Option(help="Machine type: q35, pc, virt, pc-q35-8.2...")] = None,
-    boot: Annotated[Optional[str], typer.Option(help="Boot devices in order: hd, cdrom, network (comma-separated).")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Guest architecture (default: the host's).")] = None,
-    virt_type: Annotated[Optional[str], typer.Option("--virt-type", help="kvm or qemu (TCG); default: kvm where the host offers it.")] = None,
-    firmware: Annotated[Optional[str], typer.Option(help="efi or bios.")] = None,
-    disk: Annotated[Optional[list[str]], typer.Option(help="Disk: path=/x.qcow2,size=20G,format=qcow2,bus=virtio,cache=none,io=native, or 'none'. Repeatable.")] = None,
-    cdrom: Annotated[Optional[str], typer.Option(help="ISO image to attach as a CD-ROM.")] = None,
-    network: Annotated[Optional[str], typer.Option(help="network=NAME, bridge=NAME, user or none (,model=MODEL).")] = None,
-    graphics: Annotated[Optional[str], typer.Option(help="spice, vnc or none.")] = None,
-    feature: Annotated[Optional[list[str]], typer.Option("--feature", "-f", help="+NAME adds a feature, -NAME removes one. Repeatable.",
-                                                         autocompletion=lambda incomplete: complete("features", incomplete))] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Customise the finished XML: XPATH=VALUE (./devices/graphics/@type=vnc). Repeatable.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="A TOML config file (above the user and system ones).")] = None,
-    host_facts: Annotated[Optional[list[Path]], typer.Option("--host-facts", help="Recorded host facts: libvirt capabilities and/or domcapabilities XML. Repeatable.")] = None,
-    connect: Annotated[Optional[str], typer.Option("--connect", "-c", help="libvirt URI (default: the config's connect, LIBVIRT_DEFAULT_URI or qemu:///system).")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="A named host of the config files ([hosts.NAME]): its uri, and its recorded facts where it has them (not with --connect or --host-facts).",
-                                                autocompletion=lambda incomplete: complete("hosts", incomplete))] = None,
-    output: Annotated[Optional[Path], typer.Option(help="Directory for <name>/domain.xml (default: $XDG_DATA_HOME/vscen).")] = None,
-    disk_size: Annotated[Optional[str], typer.Option("--disk-size", help="Size of new disks, e.g. 40G.")] = None,
-    transient: Annotated[bool, typer.Option("--transient", help="Start a transient guest: never defined, gone when it stops.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the XML and the plan; change nothing.")] = False,
-    explain: Annotated[bool, typer.Option(help="Show which plugin set each element and value.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace what exists and differs: the output file, the domain, vscen's own leftovers (never a disk).")] = False,
-    start: Annotated[bool, typer.Option(help="Start the guest once defined.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait while another vscen changes the same guest (0: refuse at once as busy).")] = 60.0,
+    scenarios: list[str],
+    name: str | None = None,
+    memory: str | None = None,
+    vcpu: str | None = None,
+    machine: str | None = None,
+    boot: str | None = None,
+    arch: str | None = None,
+    virt_type: str | None = None,
+    firmware: str | None = None,
+    disk: list[str] | None = None,
+    cdrom: str | None = None,
+    network: str | None = None,
+    graphics: str | None = None,
+    feature: list[str] | None = None,
+    set_: list[str] | None = None,
+    config: Path | None = None,
+    host_facts: list[Path] | None = None,
+    connect: str | None = None,
+    host: str | None = None,
+    output: Path | None = None,
+    disk_size: str | None = None,
+    transient: bool = False,
+    dry_run: bool = False,
+    explain: bool = False,
+    force: bool = False,
+    start: bool = False,
+    json_: bool = False,
+    wait: float = 60.0,
     **plugin_options,
 ):
     """Build, validate and define a guest for SCENARIOS."""
@@ -159,22 +203,48 @@ def _print_explain(result) -> None:
 
 
 def command(registry):
-    """``run`` with one option for each plugin setting in *registry*, after the core's."""
+    """``run``, for ``app.command(cls=...)``: (the function Typer calls, the class of the
+    command, which makes the parameters: the core's ``OPTIONS``, then one option for each
+    plugin setting in *registry*)."""
+    import inspect
+
+    from typer.core import TyperCommand
+    from typer.main import get_click_param
+    from typer.models import ParamMeta
+
+    made = [get_click_param(ParamMeta(name="scenarios", annotation=list[str], default=typer.Argument(
+        help=SCENARIOS_HELP, autocompletion=lambda incomplete: complete("scenarios", incomplete))))]
+    made += [get_click_param(ParamMeta(name=name, annotation=kind, default=typer.Option(default, *decls, **keywords)))
+             for name, kind, default, decls, keywords in OPTIONS]
+    made += [get_click_param(ParamMeta(name=setting_param(s), annotation=_kind(s),
+                                       default=_option(s, registry.plugin_of(name, "settings"))))
+             for name, s in sorted(registry.settings.items())]
+    params = [param for param, _ in made]
+    convertors = {param.name: convert for param, convert in made if convert is not None}
 
     def run_command(**values):
+        for key, convert in convertors.items():
+            if values.get(key) is not None:
+                values[key] = convert(values[key])
         return run(**values)
 
-    core = [p for p in inspect.signature(run).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    extra = [inspect.Parameter(setting_param(s), inspect.Parameter.KEYWORD_ONLY, default=None,
-                               annotation=_annotation(s, registry.plugin_of(name, "settings")))
-             for name, s in sorted(registry.settings.items())]
-    run_command.__signature__ = inspect.Signature(core + extra)
+    run_command.__signature__ = inspect.Signature()  # Typer makes no parameters: the class does
     run_command.__doc__ = run.__doc__
     run_command.__name__ = "run"
-    return run_command
+
+    def run_class(**keywords):
+        return TyperCommand(**keywords | {"params": params})
+
+    return run_command, run_class
 
 
-def _annotation(setting, plugin: str):
+def _kind(setting):
+    if setting.flag:
+        return bool
+    return list[str] if setting.repeatable else str
+
+
+def _option(setting, plugin: str):
     help_ = setting.help
     if setting.choices:
         help_ += f" One of: {', '.join(setting.choices)}."
@@ -183,7 +253,6 @@ def _annotation(setting, plugin: str):
     help_ += f" [plugin {plugin}]"
     option = setting.cli_option
     if setting.flag:
-        return Annotated[Optional[bool], typer.Option(f"{option}/--no-{option[2:]}", help=help_, show_default=False)]
-    kind = Optional[list[str]] if setting.repeatable else Optional[str]
+        return typer.Option(None, f"{option}/--no-{option[2:]}", help=help_, show_default=False)
     metavar = setting.metavar or ("[" + "|".join(setting.choices) + "]" if setting.choices else "VALUE")
-    return Annotated[kind, typer.Option(option, help=help_, metavar=metavar, show_default=False)]
+    return typer.Option(None, option, help=help_, metavar=metavar, show_default=False)
