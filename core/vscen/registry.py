@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vscen.chars import DIGITS, LOWER, spelled
 from vscen.manager import PluginManager
 from vscen.model import Command, FactProvider, Feature, HostAction, Rules, Scenario, Setting, Validator
 
@@ -122,7 +123,10 @@ def _sources(pm: PluginManager, hook: str) -> list:
 
 
 def build_registry(pm: PluginManager) -> Registry:
+    from vscen.settings import CORE_KEYS
+
     reg = Registry(infos=pm.infos)
+    core_options = frozenset(CORE_KEYS) | {"--" + k.replace("_", "-") for k in CORE_KEYS}
     for kind, (hook, cls) in KINDS.items():
         table = reg.table(kind)
         for plugin, function, cached in _sources(pm, hook):
@@ -152,7 +156,7 @@ def build_registry(pm: PluginManager) -> Registry:
                 if key in reg.owner:
                     pm.mark_broken(plugin, f"'{obj.name}' is registered by '{reg.owner[key]}' already")
                     continue
-                bad = _bad_declaration(obj)
+                bad = _bad_declaration(obj, core_options)
                 if bad:
                     pm.mark_broken(plugin, bad)
                     continue
@@ -172,23 +176,25 @@ def _short(value) -> str:
 CORE_COMMANDS = frozenset({"run", "destroy", "status", "list", "plugins", "rules", "validate", "shell", "host", "plugin"})
 
 
-def _bad_declaration(obj) -> str:
-    """What is wrong with one declaration on its own (settings: a valid, free name)."""
-    from vscen.chars import DIGITS, LOWER, spelled
+#: what a setting's and a command's name are made of (a lower-case letter first)
+SETTING_CHARS = LOWER | DIGITS | {"_"}
+COMMAND_CHARS = LOWER | DIGITS | {"-"}
 
+
+def _bad_declaration(obj, core_options: frozenset = frozenset()) -> str:
+    """What is wrong with one declaration on its own (settings: a valid, free name, not one of
+    the core's settings nor of their options, *core_options*)."""
     if isinstance(obj, Setting):
-        from vscen.settings import CORE_KEYS
-
-        if not isinstance(obj.name, str) or not spelled(obj.name.removeprefix("disk."), LOWER, LOWER | DIGITS | {"_"}, 40):
+        if not isinstance(obj.name, str) or not spelled(obj.name.removeprefix("disk."), LOWER, SETTING_CHARS, 40):
             return f"setting '{obj.name}': a name is lower-case letters, digits and '_' (disk keys: 'disk.NAME')"
-        if obj.name in CORE_KEYS or obj.cli_option in ("--" + k.replace("_", "-") for k in CORE_KEYS):
+        if obj.name in core_options or obj.cli_option in core_options:
             return f"setting '{obj.name}' ({obj.cli_option}) is one of vscen's own settings"
         if obj.flag and (obj.repeatable or obj.choices):
             return f"setting '{obj.name}': a flag is neither repeatable nor a choice"
     if isinstance(obj, Command):
         if obj.name in CORE_COMMANDS:
             return f"command '{obj.name}' is one of vscen's own commands"
-        if not spelled(obj.name, LOWER, LOWER | DIGITS | {"-"}, 40):
+        if not spelled(obj.name, LOWER, COMMAND_CHARS, 40):
             return f"command '{obj.name}': a name is lower-case letters, digits and '-'"
     return ""
 

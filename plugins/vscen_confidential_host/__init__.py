@@ -47,8 +47,6 @@ def _vendor(host) -> str:
 
 
 def plan(ctx) -> list[Step]:
-    from vscen_confidential_host import boot
-
     if not ctx.has("confidential-host"):
         return []
     vendor, fact = _vendor(ctx.host), ctx.host.fact(FACT)
@@ -61,6 +59,8 @@ def plan(ctx) -> list[Step]:
                  + ("'options kvm_amd sev=1 sev_es=1' in /etc/modprobe.d and 'mem_encrypt=on' on the "
                     "kernel command line" if vendor == "amd" else "'kvm_intel.tdx=1' on the kernel command line"))
         return []
+    from vscen_confidential_host import boot  # here: the boot side is read on this machine only
+
     need = boot.wanted(vendor, fact)
     if not need.options and not need.cmdline:
         ctx.note("confidential host: the kvm options and the kernel command line are set for "
