@@ -366,3 +366,38 @@ def test_cli_run_writes_the_file(env, tmp_path):
     written = (out / "c2" / "domain.xml").read_text()
     assert etree.fromstring(written.encode()).findtext("description") == "core demo"
     assert f"done: write {out / 'c2' / 'domain.xml'}" in proc.stdout
+
+
+def test_run_takes_the_options_its_table_declares():
+    """The command's parameters are made from OPTIONS; the function they are given to names
+    the same parameters with the same defaults, and the command parses a real command line
+    into them (paths as Path, repeated options as lists, flags as booleans)."""
+    import inspect
+
+    import typer
+
+    from vscen.cli import run as run_module
+    from vscen.registry import Registry
+
+    params = inspect.signature(run_module.run).parameters
+    assert [(n, d) for n, _, d, _, _ in run_module.OPTIONS] == [
+        (p.name, p.default) for p in list(params.values())[1:] if p.kind is not p.VAR_KEYWORD]
+    seen = {}
+    function, cls = run_module.command(Registry())
+    app = typer.Typer()
+    app.command(cls=cls)(function)
+    app.callback()(lambda: None)
+    original = run_module.run
+    run_module.run = lambda **values: seen.update(values)
+    try:
+        from typer.testing import CliRunner
+
+        result = CliRunner().invoke(app, ["run", "a", "b", "--config", "/x.toml", "--host-facts", "/c.xml",
+                                          "--host-facts", "/d.xml", "-f", "+tpm", "--force", "--wait", "2"])
+    finally:
+        run_module.run = original
+    assert result.exit_code == 0, result.output
+    assert seen["scenarios"] == ["a", "b"] and seen["config"] == Path("/x.toml")
+    assert seen["host_facts"] == [Path("/c.xml"), Path("/d.xml")] and seen["feature"] == ["+tpm"]
+    assert seen["force"] is True and seen["start"] is False and seen["wait"] == 2.0
+    assert seen["disk"] is None and seen["output"] is None and seen["name"] is None
