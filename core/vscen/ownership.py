@@ -165,12 +165,11 @@ def _read_id(path: str) -> str:
 def host_identity(connection) -> dict:
     """Which host *connection* reaches: ``{"connection": "local"|"remote"|"test", "uri",
     "hostname", "machine_id", "boot_id"}`` (the ids of this machine for a local connection)."""
-    import socket
-
     kind = "test" if connection.is_test else "local" if connection.is_local else "remote"
     ident = {"connection": kind, "uri": connection.uri}
     if kind == "local":
-        ident.update(hostname=socket.gethostname(), machine_id=_read_id("/etc/machine-id"),
+        # os.uname's node name is what gethostname(2) returns, without importing socket
+        ident.update(hostname=os.uname().nodename, machine_id=_read_id("/etc/machine-id"),
                      boot_id=_read_id("/proc/sys/kernel/random/boot_id"))
     elif kind == "remote":
         try:
