@@ -50,3 +50,23 @@ def test_the_main_job_runs_on_the_embedded_default(no_daemon, tmp_path):
     assert "no libvirt daemon at" not in result.stdout  # the summary on stdout is the guest's
     xml = (tmp_path / "secure-vm" / "domain.xml").read_text()
     assert '<launchSecurity type="sev">' in xml and "<policy>0x0007</policy>" in xml
+
+
+def test_libvirt_is_bound_lazily_and_python_keeps_its_own_flags():
+    """The first open imports libvirt-python with RTLD_LAZY and puts Python's dlopen flags
+    back: an extension imported afterwards is loaded as Python loads it; libvirt works."""
+    import subprocess
+    import sys
+
+    script = """
+import os, sys
+before = sys.getdlopenflags()
+import vscen.host.connect as c
+conn = c.open_connection("test:///default")
+assert sys.getdlopenflags() == before == os.RTLD_NOW, (sys.getdlopenflags(), before)
+assert conn.conn.lookupByName("test").name() == "test" and conn.conn.getHostname()
+conn.close()
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr
