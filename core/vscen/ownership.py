@@ -67,7 +67,7 @@ def safe_path(path, roots, what: str, pattern: str | None = None) -> Path:
 def file_identity(path) -> dict | None:
     """``{"dev", "ino", "size", "sha256"}`` of the regular file at *path* (not following a
     symlink), None where there is none."""
-    import hashlib  # here: it loads OpenSSL, which vscen's start-up has no use for
+    from vscen.files import sha256
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -79,7 +79,7 @@ def file_identity(path) -> dict | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise VscenError(f"{path} is not a regular file")
-        digest = hashlib.sha256()
+        digest = sha256()
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)
     finally:

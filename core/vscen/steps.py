@@ -19,9 +19,11 @@ METADATA_NS = "https://vscen.dev/xmlns/guest/1"
 
 def digest(xml: str) -> str:
     """What tells that a domain on the host is the one this XML defines."""
-    import hashlib
+    from vscen.files import sha256
 
-    return hashlib.sha256(xml.encode()).hexdigest()
+    digest = sha256()
+    digest.update(xml.encode())
+    return digest.hexdigest()
 
 
 def make_dirs(path: Path) -> Step:
