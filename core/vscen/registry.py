@@ -123,6 +123,7 @@ def _sources(pm: PluginManager, hook: str) -> list:
 
 
 def build_registry(pm: PluginManager) -> Registry:
+    from vscen import regcache
     from vscen.settings import CORE_KEYS
 
     reg = Registry(infos=pm.infos)
@@ -138,8 +139,6 @@ def build_registry(pm: PluginManager) -> Registry:
                 _got.append(obj)
 
             if cached is not None:
-                from vscen import regcache
-
                 got.extend(regcache.objects(cached, kind))
             else:
                 try:
