@@ -3,8 +3,8 @@ and those every loaded plugin declares (``vscen.Setting``).
 
 The options are data, made into the command's parameters by Typer's own ``get_click_param``
 (the types, flags, metavars and completion of a Typer command): Typer's ``@app.command``
-would read them back from a function's signature, copying each four times, at every
-start-up, which cost a ``vscen run`` more than the command's own work up to the host facts.
+would read them back from a function's signature of ``Annotated`` types, copying each four
+times, at every start-up: about 20 M instructions of a dry run's 424 M.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import typer
 
 from vscen.cli.common import complete, err, loaded, named_host, setting_param, split_features
 
-#: the scenarios, then the core's options: (parameter, type, default, option names, keywords
-#: of ``typer.Option``); no names: ``--PARAMETER`` (``--NAME/--no-NAME`` for a flag)
+#: the core's options, after the SCENARIOS argument: (parameter, type, default, option names,
+#: keywords of ``typer.Option``); no names: ``--PARAMETER`` (``--NAME/--no-NAME`` for a flag)
 OPTIONS = (
     ("name", str, None, (), {"help": "Guest name (default: the scenario names)."}),
     ("memory", str, None, (), {"help": "Memory, e.g. 4GiB, 512MiB (a bare number is MiB)."}),
