@@ -363,7 +363,10 @@ def test_two_runs_of_one_guest_at_once_lose_nothing(tmp_path, round_):
     journal = Journal.load(Path(out) / "pair" / FILENAME)
     kinds = [e["record"].get("kind") for e in journal.entries]
     # each process defines the guest on its own embedded driver: both records are kept
-    assert kinds.count("domain") == 2 and kinds.count("dirs") == 1 and kinds.count("file") == 1, kinds
+    assert kinds.count("domain") == 2 and kinds.count("file") == 1, kinds
+    # racing to make the directories, each run records the part it made (see below)
+    made = [p for e in journal.entries if e["record"].get("kind") == "dirs" for p in e["record"]["paths"]]
+    assert sorted(made) == [out, str(Path(out) / "pair")], kinds
     assert len({e["seq"] for e in journal.entries}) == len(journal.entries)
     result = vscen("destroy", "pair", "--output", out)
     assert result.returncode == 0, result.stderr
