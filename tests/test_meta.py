@@ -45,7 +45,7 @@ def test_built_in_plugins_load_without_problems():
 
 def test_every_name_in_a_rule_is_registered():
     from vscen.pipeline import Request, load
-    from vscen.registry import declaration_problems
+    from vscen.regcheck import declaration_problems
 
     _, reg = load(Request(scenarios=[]))
     assert declaration_problems(reg) == {}
