@@ -39,10 +39,10 @@ def _temporary(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name} after {TRIES} tries")
 
 
-def sha256():
-    """A new SHA-256 hash object: Python's own implementation where it has one, as hashlib's
-    is, without loading OpenSSL, which ``import hashlib`` does (5 ms, for one digest a
-    command)."""
+def sha256(data: bytes = b""):
+    """A new SHA-256 hash object of *data*, as ``hashlib.sha256(data)``: Python's own
+    implementation where it has one, without loading OpenSSL, which ``import hashlib`` does
+    (5 ms, for one digest a command)."""
     try:
         from _sha256 import sha256 as new  # CPython 3.11
     except ImportError:
@@ -50,4 +50,4 @@ def sha256():
             from _sha2 import sha256 as new  # CPython 3.12 and later
         except ImportError:
             from hashlib import sha256 as new
-    return new()
+    return new(data)

@@ -204,9 +204,9 @@ def _extra(obj, name: str, what: str):
     raise AttributeError(f"no {what} '{name}': no loaded plugin declares it (vscen.Setting)")
 
 
-#: what no setting may hold: control characters, and lone surrogates (what Python makes of a
-#: command line's bytes that are not UTF-8)
 def _not_text(text: str) -> bool:
+    """Whether *text* holds what no setting may: control characters (a tab aside), and lone
+    surrogates (what Python makes of a command line's bytes that are not UTF-8)."""
     return not text.isprintable() and any(
         (c < " " and c != "\t") or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in text)
 

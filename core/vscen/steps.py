@@ -21,9 +21,7 @@ def digest(xml: str) -> str:
     """What tells that a domain on the host is the one this XML defines."""
     from vscen.files import sha256
 
-    digest = sha256()
-    digest.update(xml.encode())
-    return digest.hexdigest()
+    return sha256(xml.encode()).hexdigest()
 
 
 def make_dirs(path: Path) -> Step:

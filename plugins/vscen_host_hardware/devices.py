@@ -7,7 +7,7 @@ import re
 from typing import NamedTuple
 
 from vscen import Check
-from vscen_host_hardware import DEVICES, FEATURE  # noqa: F401 (FEATURE: as before, also from here)
+from vscen_host_hardware import DEVICES
 
 #: drivers that hold a PCI device away from the host, so VFIO accepts it in a group
 STUB_DRIVERS = ("vfio-pci", "pci-stub")
